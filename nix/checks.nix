@@ -25,9 +25,10 @@ let
 
     # The whole test suite, integration tests included: PostgreSQL from nixpkgs (the harness runs
     # initdb/pg_ctl as the unprivileged build user, sockets in its temp dir) and moto_server on
-    # loopback, which is all the sandbox has. No test group is filtered out today; one that cannot
-    # run in the sandbox would be excluded here with a filterset, e.g.
-    # `cargoNextestExtraArgs = "--no-tests=fail -E 'not binary_id(system-tests::needs_network)'"`.
+    # loopback, which is all the sandbox has; the harness builds the service binaries with cargo.
+    # No test group is filtered out today. The sandbox runs as an unprivileged user without
+    # network: a test that needs either (e.g. starting a service as uid 65534 needs root) must skip
+    # itself there or be excluded here with a filterset, e.g. `-E 'not test(=runs_as_nobody)'`.
     nextest = craneLib.cargoNextest (workspaceArgs // {
       inherit cargoArtifacts;
       nativeBuildInputs = testTools.packages;
