@@ -1,0 +1,240 @@
+"""The offline checker: it passes the real program, and it bites.
+
+- The real program has no diagnostics at all (errors or warnings).
+- The broken fixture yields exactly the expected set of errors (no more, no fewer).
+- Single mutations of the real program, each a mistake seen in practice, are each reported with their code.
+- The schema source is the pinned SDKs, and the program pins the same provider versions.
+"""
+
+import copy
+import pathlib
+import re
+from importlib import metadata
+
+import pytest
+import yaml
+from conftest import HERE, PROGRAM, REPO
+
+from yamlcheck import Checker, check_program, parse_interpolation
+from yamlcheck.program import Ref
+
+BROKEN = HERE / "fixtures" / "broken" / "Pulumi.yaml"
+
+
+def test_program_has_no_diagnostics(program_diagnostics):
+    assert [str(d) for d in program_diagnostics] == []
+
+
+# (code, path) of every error the broken fixture must produce; each is marked BROKEN in the fixture.
+EXPECTED_BROKEN = {
+    ("toplevel", "unknownTopLevel"),
+    ("config", "config.replicas.default"),
+    ("config", "config.sizes"),
+    ("config", "config.ratio.type"),
+    ("enum", "resources.vpc.properties.natGateways.strategy"),
+    ("plain", "resources.vpc.properties.numberOfAvailabilityZones"),
+    ("type-mismatch", "resources.vpc.properties.numberOfAvailabilityZones"),
+    ("type-mismatch", "resources.sg.properties.ingress[0].fromPort"),
+    ("type-mismatch", "resources.sg.properties.ingress[0].cidrBlocks"),
+    ("missing-required", "resources.sg.properties.ingress[0]"),
+    ("option", "resources.sg.protect"),
+    ("unknown-type", "resources.bucket.type"),
+    ("unknown-property",
+     "resources.service.properties.sourceConfiguration.imageRepository.imageConfiguration.runtimeEnvironmentVariabels"),
+    ("type-mismatch", "resources.service.properties.healthCheckConfiguration.interval"),
+    ("reference", "resources.service.properties.networkConfiguration.egressConfiguration.vpcConnectorArn"),
+    ("reference", "resources.service.options.dependsOn[0]"),
+    ("option", "resources.service.options.protcet"),
+    ("enum", "resources.db-instance.properties.engine"),
+    ("reference", "resources.policy.properties.role"),
+    ("reference", "resources.policy.properties.policy.fn::toJSON.Statement[0].Resource"),
+    ("type-mismatch", "resources.task.properties.serviceRegistries"),
+    ("type-mismatch", "resources.task.properties.networkConfiguration.assignPublicIp"),
+    ("interpolation", "resources.cmd.properties.create"),
+    ("enum", "resources.cmd.properties.logging"),
+    ("cycle", "resources.vpc"),
+    ("cycle", "resources.loop-b"),
+    ("invoke", "resources.nested-invoke.properties.name"),
+    ("option", "resources.bad-version.options.version"),
+    ("unknown-property", "variables.region.fn::invoke.arguments.nmae"),
+    ("invoke", "variables.region.fn::invoke.return"),
+    ("unknown-type", "variables.token.fn::invoke.function"),
+    ("type-mismatch", "variables.joined.fn::join[1]"),
+    ("builtin", "variables.mystery.fn::frobnicate"),
+    ("reference", "outputs.missing"),
+}
+
+
+def test_broken_fixture_reports_exactly_the_planted_errors():
+    diags = check_program(BROKEN, stack_files=[])
+    got = {(d.code, d.path) for d in diags if d.severity == "error"}
+    assert sorted(EXPECTED_BROKEN - got) == [], "planted errors the checker missed"
+    assert sorted(got - EXPECTED_BROKEN) == [], "errors reported that were not planted"
+
+
+def test_broken_fixture_marks_every_planted_error():
+    """Keeps the fixture honest: one BROKEN marker per planted mistake (some mistakes yield two errors)."""
+    markers = BROKEN.read_text().count("# BROKEN")
+    assert markers == len(EXPECTED_BROKEN) - 2  # the plain input and the two-resource cycle yield two errors each
+
+
+def test_broken_fixture_messages_name_the_fix():
+    by_path = {d.path: d.message for d in check_program(BROKEN, stack_files=[])}
+    assert "did you mean 'runtimeEnvironmentVariables'" in by_path[
+        "resources.service.properties.sourceConfiguration.imageRepository.imageConfiguration.runtimeEnvironmentVariabels"]
+    assert "did you mean 'arn'" in by_path[
+        "resources.service.properties.networkConfiguration.egressConfiguration.vpcConnectorArn"]
+    assert "move it under options" in by_path["resources.sg.protect"]
+    assert "index it" in by_path["resources.policy.properties.policy.fn::toJSON.Statement[0].Resource"]
+
+
+# ---------------------------------------------------------------- mutations of the real program
+
+
+def _set(tree, path, value):
+    node = tree
+    for key in path[:-1]:
+        node = node[key]
+    if value is _DELETE:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+
+
+_DELETE = object()
+R = "resources"
+AR = (R, "frontend", "properties")
+
+MUTATIONS = [
+    # (id, [(path, new value)], expected code, expected path)
+    ("desiredCount as string", [((R, "private-service", "properties", "desiredCount"), "1")],
+     "type-mismatch", "resources.private-service.properties.desiredCount"),
+    ("serviceRegistries as list", [((R, "private-service", "properties", "serviceRegistries"),
+                                    [{"registryArn": "${private-service-discovery.arn}"}])],
+     "type-mismatch", "resources.private-service.properties.serviceRegistries"),
+    ("Serverless v1 block", [((R, "db", "properties", "scalingConfiguration"), {"minCapacity": 0, "maxCapacity": 2,
+                                                                              "autoPauze": True})],
+     "unknown-property", "resources.db.properties.scalingConfiguration.autoPauze"),
+    ("instance class missing", [((R, "db-instance", "properties", "instanceClass"), _DELETE)],
+     "missing-required", "resources.db-instance.properties"),
+    ("secret ARN path typo", [((R, "apprunner-instance-policy", "properties", "policy", "fn::toJSON", "Statement", 0,
+                                "Resource"), "${db.masterUserSecret[0].secretArn}")],
+     "reference", "resources.apprunner-instance-policy.properties.policy.fn::toJSON.Statement[0].Resource"),
+    ("egress config at the wrong depth", [(AR + ("networkConfiguration", "egressType"), "VPC")],
+     "unknown-property", "resources.frontend.properties.networkConfiguration.egressType"),
+    ("dependsOn outside options", [((R, "frontend", "dependsOn"), ["${db-instance}"])],
+     "option", "resources.frontend.dependsOn"),
+    ("dependsOn on a missing resource", [((R, "private-service", "options", "dependsOn", 0), "${capacity-providers}")],
+     "reference", "resources.private-service.options.dependsOn[0]"),
+    ("component given provider", [((R, "vpc", "options", "provider"), "${aws-provider}")],
+     "option", "resources.vpc.options.provider"),
+    ("plain input from an output", [((R, "vpc", "properties", "natGateways", "strategy"), "${db.engine}")],
+     "plain", "resources.vpc.properties.natGateways.strategy"),
+    ("NAT strategy enum", [(("config", "natStrategy", "default"), "Shared")],
+     "enum", "resources.vpc.properties.natGateways.strategy"),
+    ("vpc connector name missing", [((R, "vpc-connector", "properties", "vpcConnectorName"), _DELETE)],
+     "missing-required", "resources.vpc-connector.properties"),
+    ("ignoreChanges of no input", [((R, "db", "options"), {"ignoreChanges": ["engineVersions"]})],
+     "option", "resources.db.options.ignoreChanges[0]"),
+    ("config type float", [(("config", "dbMaxAcu", "type"), "number")], "config", "config.dbMaxAcu.type"),
+    ("health check port as object", [(AR + ("healthCheckConfiguration", "path"), {"value": "/health"})],
+     "type-mismatch", "resources.frontend.properties.healthCheckConfiguration.path"),
+    ("variable typo", [((R, "push-frontend", "properties", "create"), "${push-scirpt}")],
+     "reference", "resources.push-frontend.properties.create"),
+    ("cycle through a rule", [((R, "connector-sg", "properties", "description"), "${connector-to-db.id}")],
+     "cycle", None),
+]
+
+
+@pytest.fixture(scope="module")
+def base_tree():
+    return yaml.safe_load(PROGRAM.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("name,changes,code,path", MUTATIONS, ids=[m[0] for m in MUTATIONS])
+def test_mutation_is_reported(tmp_path: pathlib.Path, base_tree, name, changes, code, path):
+    tree = copy.deepcopy(base_tree)
+    for p, v in changes:
+        _set(tree, p, v)
+    target = tmp_path / "Pulumi.yaml"
+    target.write_text(yaml.safe_dump(tree, sort_keys=False))
+    (tmp_path / "Pulumi.dev.yaml").write_text((REPO / "pulumi" / "Pulumi.dev.yaml").read_text())
+    errors = [d for d in check_program(target) if d.severity == "error"]
+    assert any(d.code == code and (path is None or d.path == path) for d in errors), [str(d) for d in errors]
+
+
+def test_undeclared_stack_setting_is_reported(tmp_path):
+    stack = tmp_path / "Pulumi.prod.yaml"
+    stack.write_text("config:\n  aws:regoin: us-east-1\n  apprunner-vpc-demo:dbMaxAcu: two\n  natStrat: Single\n")
+    errors = {(d.code, d.path) for d in check_program(PROGRAM, stack_files=[stack])}
+    assert ("config", "Pulumi.prod.yaml:config.aws:regoin") in errors
+    assert ("config", "Pulumi.prod.yaml:config.apprunner-vpc-demo:dbMaxAcu") in errors
+    assert ("config", "Pulumi.prod.yaml:config.natStrat") in errors
+
+
+def test_duplicate_keys_are_reported(tmp_path):
+    text = PROGRAM.read_text().replace("      databaseName: apprunnerdemo\n",
+                                       "      databaseName: apprunnerdemo\n      databaseName: other\n")
+    target = tmp_path / "Pulumi.yaml"
+    target.write_text(text)
+    assert ("duplicate-key", "resources.db.properties.databaseName") in {
+        (d.code, d.path) for d in check_program(target, stack_files=[])}
+
+
+# ---------------------------------------------------------------- interpolation grammar
+
+
+@pytest.mark.parametrize("text,parts", [
+    ("plain", ["plain"]),
+    ("$${HOME}", ["${HOME}"]),
+    ("${a.b[0].c}", [Ref("a", ("b", 0, "c"), "${a.b[0].c}")]),
+    ('${a["x.y"].z}', [Ref("a", ("x.y", "z"), '${a["x.y"].z}')]),
+    ("https://${svc.serviceUrl}/x", ["https://", Ref("svc", ("serviceUrl",), "${svc.serviceUrl}"), "/x"]),
+    ("${aws:region}", [Ref("aws:region", (), "${aws:region}")]),
+])
+def test_interpolation_parses(text, parts):
+    got, error = parse_interpolation(text)
+    assert error is None
+    assert got == parts
+
+
+@pytest.mark.parametrize("text", ["${a", "${a[x]}", "${}", '${a["x}'])
+def test_malformed_interpolation_is_an_error(text):
+    _, error = parse_interpolation(text)
+    assert error
+
+
+# ---------------------------------------------------------------- one schema for deploy and test
+
+
+def _pins() -> dict[str, str]:
+    text = (HERE / "requirements.txt").read_text()
+    return dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$", text, re.M))
+
+
+def test_installed_sdks_are_the_pinned_ones():
+    for dist, version in _pins().items():
+        assert metadata.version(dist) == version, dist
+
+
+def test_program_pins_the_checked_provider_versions(resources):
+    pins = _pins()
+    assert resources["aws-provider"]["options"]["version"] == pins["pulumi-aws"]
+    for name, res in resources.items():
+        pkg = res["type"].split(":")[0]
+        if pkg == "awsx":
+            assert res["options"]["version"] == pins["pulumi-awsx"], name
+        if pkg == "command":
+            assert res["options"]["version"] == pins["pulumi-command"], name
+
+
+def test_checker_uses_a_fresh_schema_per_token():
+    """Tokens resolve case-insensitively and in every accepted spelling, as pulumi-yaml does."""
+    from yamlcheck import sdkschema as S
+
+    assert S.resource("aws:apprunner:Service").token == "aws:apprunner/service:Service"
+    assert S.resource("aws:apprunner/service:Service").token == "aws:apprunner/service:Service"
+    assert S.resource("aws:ecs:clustercapacityproviders").token.endswith(":ClusterCapacityProviders")
+    assert S.function("aws:getRegion").token == "aws:index/getRegion:getRegion"
+    assert S.resource("aws:apprunner:Servic") is None
+    assert Checker  # exported for tooling
