@@ -1,0 +1,165 @@
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use poem::Request;
+use poem::http::StatusCode;
+use poem::http::header::USER_AGENT;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use service_kit::Problem;
+
+use crate::db::{Database, DbError, Visit};
+
+/// User agents are stored up to this many characters (the column is `varchar(250)`).
+pub const MAX_USER_AGENT_CHARS: usize = 250;
+
+pub struct VisitsApi {
+    database: Option<Arc<Database>>,
+}
+
+#[derive(Object)]
+struct Registered {
+    /// Always "Registered request".
+    #[oai(rename = "Response")]
+    response: String,
+}
+
+#[derive(Object)]
+struct RecentVisits {
+    /// At most ten visits, newest first.
+    #[oai(rename = "Response")]
+    response: Vec<VisitView>,
+}
+
+#[derive(Object)]
+struct VisitView {
+    /// When the visit was received (RFC 3339, UTC).
+    timestamp: DateTime<Utc>,
+    /// The visitor's User-Agent, truncated to 250 characters; null when it sent none.
+    user_agent: Option<String>,
+}
+
+#[derive(ApiResponse)]
+enum RegisterResponse {
+    /// The visit is committed to the database.
+    #[oai(status = 200)]
+    Ok(Json<Registered>),
+    /// The database is unavailable; nothing was recorded.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
+}
+
+#[derive(ApiResponse)]
+enum RecentVisitsResponse {
+    #[oai(status = 200)]
+    Ok(Json<RecentVisits>),
+    /// The database is unavailable.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
+}
+
+#[OpenApi]
+impl VisitsApi {
+    /// Records this visit (time and User-Agent) and answers once it is committed.
+    #[oai(path = "/", method = "get")]
+    async fn register(&self, request: &Request) -> RegisterResponse {
+        let visit = Visit {
+            at: Utc::now(),
+            user_agent: user_agent(request),
+        };
+        let outcome = match &self.database {
+            Some(database) => database.record_visit(visit).await,
+            None => Err(DbError::NotConfigured),
+        };
+        match outcome {
+            Ok(()) => RegisterResponse::Ok(Json(Registered {
+                response: "Registered request".to_owned(),
+            })),
+            Err(error) => RegisterResponse::Unavailable(Json(problem(error))),
+        }
+    }
+
+    /// The ten most recent visits, newest first.
+    #[oai(path = "/recent-visits", method = "get")]
+    async fn recent_visits(&self) -> RecentVisitsResponse {
+        let outcome = match &self.database {
+            Some(database) => database.recent_visits().await,
+            None => Err(DbError::NotConfigured),
+        };
+        match outcome {
+            Ok(visits) => RecentVisitsResponse::Ok(Json(RecentVisits {
+                response: visits
+                    .into_iter()
+                    .map(|visit| VisitView {
+                        timestamp: visit.at,
+                        user_agent: visit.user_agent,
+                    })
+                    .collect(),
+            })),
+            Err(error) => RecentVisitsResponse::Unavailable(Json(problem(error))),
+        }
+    }
+}
+
+impl VisitsApi {
+    pub fn new(database: Option<Arc<Database>>) -> Self {
+        Self { database }
+    }
+}
+
+fn problem(error: DbError) -> Problem {
+    let detail = match error {
+        DbError::NotConfigured => "The database is not configured: set DB_HOST or DBSECRETSNAME.",
+        DbError::Timeout => "The database did not answer in time; nothing was changed. Try again later.",
+        DbError::Unavailable | DbError::Failed => {
+            "The database is unavailable; nothing was changed. Try again later."
+        }
+    };
+    Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail)
+}
+
+/// The User-Agent as stored: bytes that are not UTF-8 replaced, cut at a character boundary.
+fn user_agent(request: &Request) -> Option<String> {
+    let raw = request.headers().get(USER_AGENT)?;
+    let mut text = String::from_utf8_lossy(raw.as_bytes()).into_owned();
+    if let Some((cut, _)) = text.char_indices().nth(MAX_USER_AGENT_CHARS) {
+        text.truncate(cut);
+    }
+    Some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use poem::http::HeaderValue;
+
+    use super::*;
+
+    fn request_with_agent(value: HeaderValue) -> Request {
+        Request::builder().header(USER_AGENT, value).finish()
+    }
+
+    #[test]
+    fn absent_user_agent_is_none() {
+        assert_eq!(user_agent(&Request::default()), None);
+    }
+
+    #[test]
+    fn long_user_agents_are_cut_at_a_character_boundary() {
+        let agent = "é".repeat(300);
+        let stored = user_agent(&request_with_agent(
+            HeaderValue::from_str(&agent).expect("valid header"),
+        ))
+        .expect("present");
+        assert_eq!(stored.chars().count(), MAX_USER_AGENT_CHARS);
+        assert!(stored.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn non_utf8_bytes_are_replaced() {
+        let value = HeaderValue::from_bytes(b"curl/8 \xff\xfe").expect("opaque header bytes");
+        assert_eq!(
+            user_agent(&request_with_agent(value)).as_deref(),
+            Some("curl/8 \u{fffd}\u{fffd}")
+        );
+    }
+}

@@ -1,0 +1,221 @@
+//! Opening PostgreSQL connections for the pool: credentials (static or from Secrets Manager,
+//! re-read when the server rejects the password), TLS, timeouts, schema, prepared statements.
+//!
+//! A pool-level manager rather than r2d2_postgres because rotation has to happen where
+//! connections are opened: when RDS rotates the secret, sessions already open stay valid, and
+//! the next new connection fails with SQLSTATE 28P01 — that is the moment to re-read the secret.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use postgres::error::SqlState;
+use postgres::{Client, Statement};
+use secrecy::ExposeSecret;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::config::{CredentialSource, DEFAULT_DB_NAME, DEFAULT_DB_PORT, DatabaseSettings};
+use crate::db::schema;
+use crate::secrets::{SecretError, SecretsClient};
+
+/// A pooled connection with the statements every request uses, prepared once per connection.
+pub struct Connection {
+    pub client: Client,
+    pub insert_visits: Statement,
+    pub recent_visits: Statement,
+}
+
+const INSERT_VISITS: &str =
+    "INSERT INTO access (last_update, user_agent) SELECT * FROM unnest($1::timestamptz[], $2::varchar[])";
+const RECENT_VISITS: &str = "SELECT last_update, user_agent FROM access ORDER BY last_update DESC LIMIT 10";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("no database host: set DB_HOST or use a secret that carries `host`")]
+    NoHost,
+    #[error(transparent)]
+    Postgres(#[from] postgres::Error),
+    #[error("applying the schema migrations failed: {0}")]
+    Migration(String),
+}
+
+impl ConnectError {
+    fn is_invalid_password(&self) -> bool {
+        matches!(self, Self::Postgres(error) if error.code() == Some(&SqlState::INVALID_PASSWORD))
+    }
+}
+
+/// The connection parameters in force, tagged so concurrent failures trigger one re-read.
+struct Target {
+    generation: u64,
+    config: postgres::Config,
+}
+
+pub struct ConnectionManager {
+    settings: DatabaseSettings,
+    tls: MakeRustlsConnect,
+    ssl_mode: postgres::config::SslMode,
+    secrets: Option<SecretsClient>,
+    runtime: tokio::runtime::Handle,
+    current: RwLock<Option<Arc<Target>>>,
+    refresh: Mutex<()>,
+    schema_ready: AtomicBool,
+}
+
+impl ConnectionManager {
+    /// No I/O: credentials are read and the schema applied on the first connection.
+    pub fn new(
+        settings: DatabaseSettings,
+        tls: (MakeRustlsConnect, postgres::config::SslMode),
+        secrets: Option<SecretsClient>,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
+        Self {
+            settings,
+            tls: tls.0,
+            ssl_mode: tls.1,
+            secrets,
+            runtime,
+            current: RwLock::new(None),
+            refresh: Mutex::new(()),
+            schema_ready: AtomicBool::new(false),
+        }
+    }
+
+    fn open(&self, target: &Target) -> Result<Connection, ConnectError> {
+        let mut client = target.config.connect(self.tls.clone())?;
+        if !self.schema_ready.load(Ordering::Acquire) {
+            schema::migrate(&mut client).map_err(ConnectError::Migration)?;
+            self.schema_ready.store(true, Ordering::Release);
+        }
+        let insert_visits = client.prepare(INSERT_VISITS)?;
+        let recent_visits = client.prepare(RECENT_VISITS)?;
+        Ok(Connection {
+            client,
+            insert_visits,
+            recent_visits,
+        })
+    }
+
+    fn current_target(&self) -> Result<Arc<Target>, ConnectError> {
+        let cached = self
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match cached {
+            Some(target) => Ok(target),
+            None => self.load_target(None),
+        }
+    }
+
+    /// Builds the target from the settings and (re-)reads the secret. `stale` is the target a
+    /// failed attempt used: if another thread has already replaced it, that result is reused,
+    /// so a burst of rejected connections costs one Secrets Manager call.
+    fn load_target(&self, stale: Option<&Target>) -> Result<Arc<Target>, ConnectError> {
+        let _single_flight = self.refresh.lock().unwrap_or_else(PoisonError::into_inner);
+        let cached = self
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(target) = cached
+            && stale.is_none_or(|stale| target.generation != stale.generation)
+        {
+            return Ok(target);
+        }
+        let generation = stale.map_or(0, |stale| stale.generation + 1);
+        let target = Arc::new(Target {
+            generation,
+            config: self.build_config()?,
+        });
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&target));
+        Ok(target)
+    }
+
+    fn build_config(&self) -> Result<postgres::Config, ConnectError> {
+        let settings = &self.settings;
+        let mut config = postgres::Config::new();
+        let (host, port, dbname) = match (&settings.credentials, &self.secrets) {
+            (CredentialSource::Static { user, password }, _) => {
+                config.user(user).password(password.expose_secret());
+                (settings.host.clone(), settings.port, settings.name.clone())
+            }
+            (CredentialSource::SecretsManager { .. }, Some(secrets)) => {
+                let secret = self.runtime.block_on(secrets.fetch())?;
+                tracing::info!(
+                    secret_id = secrets.secret_id(),
+                    "database credentials read from Secrets Manager"
+                );
+                config
+                    .user(&secret.username)
+                    .password(secret.password.expose_secret());
+                // The environment wins; the secret fills what it leaves unset (CDK-style secrets).
+                (
+                    settings.host.clone().or(secret.host),
+                    settings.port.or(secret.port),
+                    settings.name.clone().or(secret.dbname),
+                )
+            }
+            (CredentialSource::SecretsManager { secret_id }, None) => {
+                return Err(SecretError::Fetch {
+                    secret_id: secret_id.clone(),
+                    message: "no Secrets Manager client".to_owned(),
+                }
+                .into());
+            }
+        };
+        config
+            .host(&host.ok_or(ConnectError::NoHost)?)
+            .port(port.unwrap_or(DEFAULT_DB_PORT))
+            .dbname(dbname.as_deref().unwrap_or(DEFAULT_DB_NAME))
+            .application_name("frontend")
+            .connect_timeout(settings.connect_timeout)
+            .ssl_mode(self.ssl_mode)
+            .options(&format!(
+                "-c statement_timeout={}",
+                settings.statement_timeout.as_millis()
+            ));
+        Ok(config)
+    }
+}
+
+impl r2d2::ManageConnection for ConnectionManager {
+    type Connection = Connection;
+    type Error = ConnectError;
+
+    fn connect(&self) -> Result<Connection, ConnectError> {
+        let target = self.current_target()?;
+        match self.open(&target) {
+            Err(error) if error.is_invalid_password() && self.secrets.is_some() => {
+                tracing::warn!("database rejected the password; re-reading the secret (rotation)");
+                let fresh = self.load_target(Some(&target))?;
+                self.open(&fresh)
+            }
+            result => result,
+        }
+    }
+
+    fn is_valid(&self, connection: &mut Connection) -> Result<(), ConnectError> {
+        connection
+            .client
+            .simple_query("")
+            .map(drop)
+            .map_err(ConnectError::from)
+    }
+
+    fn has_broken(&self, connection: &mut Connection) -> bool {
+        connection.client.is_closed()
+    }
+}
+
+/// Logs connection failures where they happen (the pool only reports a timeout to callers).
+#[derive(Debug)]
+pub struct LogConnectErrors;
+
+impl r2d2::HandleError<ConnectError> for LogConnectErrors {
+    fn handle_error(&self, error: ConnectError) {
+        tracing::warn!(error = %super::error_chain(&error), "opening a database connection failed");
+    }
+}

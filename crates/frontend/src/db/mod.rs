@@ -1,0 +1,122 @@
+//! PostgreSQL: a connection pool (r2d2) driven from blocking threads, since the synchronous
+//! `postgres` client must never run on an async worker.
+
+mod connection;
+mod schema;
+mod tls;
+mod visits;
+
+use std::sync::Arc;
+
+pub use tls::TlsError;
+pub use visits::Visit;
+
+use crate::config::DatabaseSettings;
+use crate::secrets::SecretsClient;
+use connection::{ConnectionManager, LogConnectErrors};
+use visits::VisitWriter;
+
+type Pool = r2d2::Pool<ConnectionManager>;
+
+/// Why a database operation did not happen. The client only learns that the database is
+/// unavailable; the cause is logged where it occurs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DbError {
+    #[error("the database is not configured")]
+    NotConfigured,
+    #[error("the database is unavailable")]
+    Unavailable,
+    #[error("the database did not complete the statement in time")]
+    Timeout,
+    #[error("the database statement failed")]
+    Failed,
+}
+
+impl DbError {
+    fn from_statement(error: &postgres::Error, doing: &str) -> Self {
+        use postgres::error::SqlState;
+        tracing::warn!(error = %error_chain(error), "{doing} failed");
+        match error.code() {
+            Some(code) if *code == SqlState::QUERY_CANCELED => Self::Timeout,
+            Some(_) => Self::Failed,
+            None => Self::Unavailable, // connection-level: closed, reset, I/O
+        }
+    }
+}
+
+/// An error and its causes on one line: driver errors keep the useful part in their sources
+/// ("error connecting to server" alone does not say "connection refused").
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+pub struct Database {
+    pool: Pool,
+    writer: VisitWriter,
+}
+
+impl Database {
+    /// Sets up the pool and the visit writers without touching the network, so the service is
+    /// ready at once; credentials, TLS handshake and migrations happen on the first connection.
+    pub fn new(
+        settings: DatabaseSettings,
+        secrets: Option<SecretsClient>,
+    ) -> Result<Self, DatabaseSetupError> {
+        let tls = tls::connector(&settings.tls)?;
+        let (pool_size, writers, max_batch) = (settings.pool_size, settings.writers, settings.max_batch);
+        let (acquire_timeout, idle_timeout) = (settings.acquire_timeout, settings.idle_timeout);
+        let runtime = tokio::runtime::Handle::current();
+        let manager = ConnectionManager::new(settings, tls, secrets, runtime);
+        let pool = r2d2::Pool::builder()
+            .max_size(pool_size)
+            // No idle minimum: with no traffic every connection closes and Aurora can pause.
+            .min_idle(Some(0))
+            .idle_timeout(Some(idle_timeout))
+            .connection_timeout(acquire_timeout)
+            // A dead connection shows as a failed statement (dropped by `has_broken`); a probe
+            // query on every checkout would cost a round trip per request.
+            .test_on_check_out(false)
+            .error_handler(Box::new(LogConnectErrors))
+            .build_unchecked(manager);
+        let writer =
+            VisitWriter::start(pool.clone(), writers, max_batch).map_err(DatabaseSetupError::Threads)?;
+        Ok(Self { pool, writer })
+    }
+
+    /// Commits one visit; returns once it is durable.
+    pub async fn record_visit(&self, visit: Visit) -> Result<(), DbError> {
+        self.writer.record(visit).await
+    }
+
+    pub async fn recent_visits(self: &Arc<Self>) -> Result<Vec<Visit>, DbError> {
+        let database = Arc::clone(self);
+        tokio::task::spawn_blocking(move || visits::recent(&database.pool))
+            .await
+            .unwrap_or(Err(DbError::Failed))
+    }
+
+    /// Opens one connection in the background so the secret, TLS and migrations are dealt with
+    /// before the first request; a failure is only logged (the database may be resuming).
+    pub fn warm_up(self: &Arc<Self>) {
+        let database = Arc::clone(self);
+        tokio::task::spawn_blocking(move || match database.pool.get() {
+            Ok(_) => tracing::info!("database reachable, schema up to date"),
+            Err(error) => tracing::warn!(%error, "database not reachable yet; requests will retry"),
+        });
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseSetupError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("starting the visit writer threads: {0}")]
+    Threads(std::io::Error),
+}

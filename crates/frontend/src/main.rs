@@ -1,0 +1,29 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use frontend::Config;
+
+fn main() -> ExitCode {
+    let settings = match Config::parse().validate() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("error: {error}\n\nFor more information, try '--help'.");
+            return ExitCode::from(2);
+        }
+    };
+    let _log_flush = service_kit::telemetry::init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(frontend::run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "frontend stopped");
+            ExitCode::FAILURE
+        }
+    }
+}

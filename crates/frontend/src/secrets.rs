@@ -1,0 +1,157 @@
+//! Database credentials from AWS Secrets Manager.
+//!
+//! The SDK is built without its default TLS stack (aws-lc, which needs C and breaks static musl
+//! builds) and given a rustls + ring HTTPS client instead. The standard endpoint overrides
+//! (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_SECRETS_MANAGER`) and credential chain apply as usual.
+
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_secretsmanager::Client;
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// A secret's fields, in either shape: RDS-managed (`username`, `password`) or CDK-style, which
+/// also carries `host`, `port` and `dbname`.
+#[derive(Debug, Deserialize)]
+pub struct DbSecret {
+    pub username: String,
+    pub password: SecretString,
+    pub host: Option<String>,
+    #[serde(default, deserialize_with = "port_number_or_string")]
+    pub port: Option<u16>,
+    pub dbname: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("reading secret {secret_id} from Secrets Manager failed: {message}")]
+    Fetch { secret_id: String, message: String },
+    #[error("secret {secret_id} has no SecretString")]
+    NotAString { secret_id: String },
+    // serde's message names the field but never echoes the secret's content.
+    #[error("secret {secret_id} is not a database secret: {reason}")]
+    Malformed { secret_id: String, reason: String },
+}
+
+pub struct SecretsClient {
+    client: Client,
+    secret_id: String,
+}
+
+impl SecretsClient {
+    /// Builds the client from the standard AWS configuration; no network call happens here.
+    pub async fn new(secret_id: String) -> Self {
+        let https = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .operation_timeout(Duration::from_secs(10))
+            .build();
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(https)
+            .timeout_config(timeouts)
+            .load()
+            .await;
+        Self {
+            client: Client::new(&config),
+            secret_id,
+        }
+    }
+
+    pub fn secret_id(&self) -> &str {
+        &self.secret_id
+    }
+
+    pub async fn fetch(&self) -> Result<DbSecret, SecretError> {
+        let output = self
+            .client
+            .get_secret_value()
+            .secret_id(&self.secret_id)
+            .send()
+            .await
+            .map_err(|error| SecretError::Fetch {
+                secret_id: self.secret_id.clone(),
+                message: aws_sdk_secretsmanager::error::DisplayErrorContext(error).to_string(),
+            })?;
+        let text = output.secret_string().ok_or_else(|| SecretError::NotAString {
+            secret_id: self.secret_id.clone(),
+        })?;
+        parse(text).map_err(|reason| SecretError::Malformed {
+            secret_id: self.secret_id.clone(),
+            reason,
+        })
+    }
+}
+
+fn parse(text: &str) -> Result<DbSecret, String> {
+    serde_json::from_str(text).map_err(|error| {
+        // Position-free wording: serde_json's messages can quote the offending value.
+        match error.classify() {
+            serde_json::error::Category::Data => {
+                "missing username/password or a field of the wrong type".to_owned()
+            }
+            _ => "not a JSON object".to_owned(),
+        }
+    })
+}
+
+fn port_number_or_string<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u16>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Port {
+        Number(u16),
+        Text(String),
+    }
+    match Option::<Port>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(Port::Number(port)) => Ok(Some(port)),
+        Some(Port::Text(text)) => text.parse().map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    #[test]
+    fn reads_the_rds_managed_shape() {
+        let secret = parse(r#"{"username":"postgres","password":"p@ss"}"#).expect("valid");
+        assert_eq!(secret.username, "postgres");
+        assert_eq!(secret.password.expose_secret(), "p@ss");
+        assert!(secret.host.is_none() && secret.port.is_none() && secret.dbname.is_none());
+    }
+
+    #[test]
+    fn reads_the_cdk_shape_with_port_as_number_or_string() {
+        let secret = parse(
+            r#"{"username":"u","password":"p","engine":"postgres","host":"db.local","port":5433,"dbname":"demo"}"#,
+        )
+        .expect("valid");
+        assert_eq!(
+            (secret.host.as_deref(), secret.port, secret.dbname.as_deref()),
+            (Some("db.local"), Some(5433), Some("demo"))
+        );
+        let secret = parse(r#"{"username":"u","password":"p","port":"6543"}"#).expect("valid");
+        assert_eq!(secret.port, Some(6543));
+    }
+
+    #[test]
+    fn errors_never_echo_the_secret() {
+        let reason = parse(r#"{"username":"u","password":12345678}"#).expect_err("wrong type");
+        assert!(!reason.contains("12345678"), "{reason}");
+        let reason = parse("hunter2-not-json").expect_err("not json");
+        assert!(!reason.contains("hunter2"), "{reason}");
+    }
+
+    #[test]
+    fn debug_output_redacts_the_password() {
+        let secret = parse(r#"{"username":"u","password":"sentinel-password"}"#).expect("valid");
+        assert!(!format!("{secret:?}").contains("sentinel-password"));
+    }
+}

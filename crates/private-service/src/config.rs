@@ -1,0 +1,20 @@
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Private API on ECS Fargate: `GET /` answers with a summary of this task's metadata.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "private-service", version)]
+pub struct Config {
+    /// Port to listen on (all interfaces).
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Base URI of the ECS task metadata endpoint v4; ECS sets it in every container.
+    #[arg(long, env = "ECS_CONTAINER_METADATA_URI_V4")]
+    pub metadata_uri: Option<String>,
+
+    /// Deadline for reading the task metadata (e.g. `500ms`, `2s`).
+    #[arg(long, env = "METADATA_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub metadata_timeout: Duration,
+}

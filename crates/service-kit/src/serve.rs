@@ -1,0 +1,47 @@
+//! Binding and serving with a graceful drain.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use poem::listener::TcpListener;
+use poem::{Endpoint, EndpointExt, Server};
+
+use crate::{problem, request_log};
+
+/// How long in-flight requests may take to finish after SIGTERM. ECS and App Runner wait 30 s
+/// before SIGKILL; finishing well within that leaves room for our own cleanup.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Serves `app` on `addr` with the request log and problem+json errors, until SIGTERM or SIGINT;
+/// then stops accepting, lets in-flight requests finish, and returns.
+pub async fn serve<E: Endpoint + 'static>(app: E, addr: SocketAddr) -> anyhow::Result<()> {
+    let app = with_common_middleware(app);
+    let listener = TcpListener::bind(addr);
+    Server::new(listener)
+        .run_with_graceful_shutdown(app, shutdown_signal(), Some(DRAIN_TIMEOUT))
+        .await
+        .with_context(|| format!("serving on {addr}"))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGTERM; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received, draining"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, draining"),
+    }
+}
+
+/// The middleware every service runs behind; public so in-process tests see what clients see.
+pub fn with_common_middleware<E: Endpoint + 'static>(app: E) -> impl Endpoint {
+    app.catch_all_error(problem::from_poem_error)
+        .around(request_log::log_request)
+}
