@@ -669,7 +669,8 @@ class Checker:
         if len(parts) == 1 and refs:
             actual = types[0]
             if actual is RESOURCE_REF and expected is not None and expected.kind not in ("any",):
-                self.err("type-mismatch", path, f"{refs[0].text} is a whole resource; reference one of its outputs")
+                self.err("type-mismatch", path,
+                         f"{refs[0].text} is a whole resource (Pulumi would pass its URN); reference one of its outputs")
                 return None
             if actual is not None and expected is not None and not self.assignable(actual, expected):
                 self.err("type-mismatch", path, f"expected {expected}, got {actual} from {refs[0].text}")
@@ -770,9 +771,7 @@ class Checker:
             return actual.kind in ("string", "integer", "number", "boolean", "enum")
         if expected.kind == "enum":
             return actual.kind in ("string", "enum")
-        if expected.kind == "integer":
-            return actual.kind == "integer"
-        if expected.kind == "number":
+        if expected.kind in ("integer", "number"):  # pulumi-yaml's analyser treats the two as one
             return actual.kind in ("integer", "number")
         if expected.kind == "boolean":
             return actual.kind == "boolean"
@@ -784,8 +783,10 @@ class Checker:
             return actual.kind == "object"
         if expected.kind == "object":
             return actual.kind in ("object", "map")
-        if expected.kind in ("asset", "archive"):
-            return actual.kind == expected.kind
+        if expected.kind == "asset":  # as in pulumi-yaml: some asset inputs take archives too
+            return actual.kind in ("asset", "archive")
+        if expected.kind == "archive":
+            return actual.kind == "archive"
         return False
 
     # -- built-in functions

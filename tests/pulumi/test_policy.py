@@ -1,0 +1,433 @@
+"""Architecture policy of pulumi/Pulumi.yaml: the invariants the design depends on, read from the program itself.
+
+Each test names one invariant. They look at resources by type and follow `${...}` references, so renaming a
+resource does not break them, while rewiring one (a port opened to the world, a secret grant widened, a service
+left on a mutable tag) does.
+"""
+
+import re
+
+import pytest
+import yaml
+from conftest import STACK
+
+from yamlcheck import parse_interpolation, refs_in
+from yamlcheck.program import Ref
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def of_type(resources, token):
+    return {name: r for name, r in resources.items() if r["type"] == token}
+
+
+def only(resources, token):
+    found = of_type(resources, token)
+    assert len(found) == 1, f"expected exactly one {token}, found {sorted(found)}"
+    return next(iter(found.items()))
+
+
+def ref(value) -> Ref | None:
+    """The reference a value consists of, when it is exactly one `${...}`."""
+    if not isinstance(value, str):
+        return None
+    parts, error = parse_interpolation(value)
+    return parts[0] if not error and len(parts) == 1 and isinstance(parts[0], Ref) else None
+
+
+def ref_to(value, root, *accessors) -> bool:
+    r = ref(value)
+    return r is not None and r.root == root and r.accessors == tuple(accessors)
+
+
+def depends_on(res) -> set[str]:
+    return {ref(v).root for v in (res.get("options") or {}).get("dependsOn", [])}
+
+
+def config_default(program, name):
+    return program["config"][name]["default"]
+
+
+def statements(policy_resource):
+    doc = policy_resource["properties"]["policy"]["fn::toJSON"]
+    return doc["Statement"]
+
+
+def as_list(v):
+    return v if isinstance(v, list) else [v]
+
+
+@pytest.fixture(scope="module")
+def sg_rules(resources):
+    rules = []
+    for kind, token in (("ingress", "aws:vpc:SecurityGroupIngressRule"), ("egress", "aws:vpc:SecurityGroupEgressRule")):
+        for name, r in of_type(resources, token).items():
+            p = r["properties"]
+            rules.append((kind, name, ref(p["securityGroupId"]).root, p))
+    return rules
+
+
+@pytest.fixture(scope="module")
+def connector_sg(resources):
+    _, connector = only(resources, "aws:apprunner:VpcConnector")
+    (sg,) = connector["properties"]["securityGroups"]
+    return ref(sg).root
+
+
+@pytest.fixture(scope="module")
+def apprunner(resources):
+    return only(resources, "aws:apprunner:Service")[1]["properties"]
+
+
+@pytest.fixture(scope="module")
+def env(apprunner):
+    return apprunner["sourceConfiguration"]["imageRepository"]["imageConfiguration"]["runtimeEnvironmentVariables"]
+
+
+# ---------------------------------------------------------------- network
+
+
+def test_vpc_has_public_and_private_subnets_dns_and_nat(program, resources):
+    _, vpc = only(resources, "awsx:ec2:Vpc")
+    p = vpc["properties"]
+    assert p["enableDnsSupport"] is True and p["enableDnsHostnames"] is True  # Cloud Map private DNS
+    assert {s["type"] for s in p["subnetSpecs"]} == {"Public", "Private"}
+    assert ref_to(p["natGateways"]["strategy"], "natStrategy")
+    assert config_default(program, "natStrategy") == "Single"
+    assert config_default(program, "availabilityZones") >= 2
+
+
+def test_everything_private_sits_in_private_subnets(resources):
+    def private_subnets(v):
+        return ref_to(v, "vpc", "privateSubnetIds")
+
+    assert private_subnets(only(resources, "aws:apprunner:VpcConnector")[1]["properties"]["subnets"])
+    assert private_subnets(only(resources, "aws:rds:SubnetGroup")[1]["properties"]["subnetIds"])
+    net = only(resources, "aws:ecs:Service")[1]["properties"]["networkConfiguration"]
+    assert private_subnets(net["subnets"]) and net["assignPublicIp"] is False
+    assert only(resources, "aws:rds:ClusterInstance")[1]["properties"]["publiclyAccessible"] is False
+
+
+def test_no_inline_security_group_rules(resources):
+    """Rules live in their own resources, so each one is visible and the SG never mixes the two styles."""
+    for name, sg in of_type(resources, "aws:ec2:SecurityGroup").items():
+        assert not {"ingress", "egress"} & set(sg.get("properties", {})), name
+
+
+@pytest.mark.parametrize("port,target", [(5432, "aws:rds:Cluster"), (8080, "aws:ecs:Service")])
+def test_private_ports_open_only_to_the_connector(resources, sg_rules, connector_sg, port, target):
+    # The security group the target actually uses...
+    props = only(resources, target)[1]["properties"]
+    sgs = props.get("vpcSecurityGroupIds") or props["networkConfiguration"]["securityGroups"]
+    (target_sg,) = [ref(s).root for s in sgs]
+    ingress = [(n, p) for kind, n, sg, p in sg_rules if kind == "ingress" and sg == target_sg]
+    # ...admits exactly one rule, on exactly this port, from the connector SG and from no address range.
+    assert len(ingress) == 1, ingress
+    _, p = ingress[0]
+    assert (p["ipProtocol"], p["fromPort"], p["toPort"]) == ("tcp", port, port)
+    assert ref_to(p["referencedSecurityGroupId"], connector_sg, "id")
+    assert not {"cidrIpv4", "cidrIpv6", "prefixListId"} & set(p)
+
+
+def test_nothing_is_open_to_the_internet(sg_rules):
+    for kind, name, _, p in sg_rules:
+        if kind == "ingress":
+            assert p.get("cidrIpv4") is None and p.get("cidrIpv6") is None, name
+
+
+def test_connector_is_egress_only_and_its_egress_is_explicit(sg_rules, connector_sg, resources):
+    mine = [(kind, p) for kind, _, sg, p in sg_rules if sg == connector_sg]
+    assert {kind for kind, _ in mine} == {"egress"}
+    ports = {(p["fromPort"], p["toPort"]) for _, p in mine}
+    assert ports == {(5432, 5432), (8080, 8080), (443, 443)}
+    # 5432 and 8080 go to the DB and private-service SGs only; only HTTPS may go anywhere (Secrets Manager via NAT).
+    for _, p in mine:
+        if p["fromPort"] != 443:
+            assert "referencedSecurityGroupId" in p and "cidrIpv4" not in p
+
+
+def test_every_security_group_states_its_egress(sg_rules, resources):
+    with_egress = {sg for kind, _, sg, _ in sg_rules if kind == "egress"}
+    db_sg = ref(only(resources, "aws:rds:Cluster")[1]["properties"]["vpcSecurityGroupIds"][0]).root
+    for name in of_type(resources, "aws:ec2:SecurityGroup"):
+        # The database initiates nothing: no egress rule is the explicit choice for it alone.
+        assert name in with_egress or name == db_sg, name
+
+
+# ---------------------------------------------------------------- data
+
+
+def test_aurora_is_serverless_v2_with_a_managed_secret(program, resources):
+    name, cluster = only(resources, "aws:rds:Cluster")
+    p = cluster["properties"]
+    assert p["engine"] == "aurora-postgresql" and p["engineMode"] == "provisioned"
+    assert "scalingConfiguration" not in p  # the Serverless v1 block
+    assert p["manageMasterUserPassword"] is True and "masterPassword" not in p
+    assert p["storageEncrypted"] is True
+    assert p["databaseName"] == "apprunnerdemo"
+    assert ref_to(p["skipFinalSnapshot"], "dbSkipFinalSnapshot")
+    assert ref_to(p["deletionProtection"], "dbDeletionProtection")
+    _, inst = only(resources, "aws:rds:ClusterInstance")
+    assert inst["properties"]["instanceClass"] == "db.serverless"
+    assert ref_to(inst["properties"]["clusterIdentifier"], name, "id")
+
+
+def test_aurora_can_pause_at_zero(program, resources):
+    scaling = only(resources, "aws:rds:Cluster")[1]["properties"]["serverlessv2ScalingConfiguration"]
+    assert ref_to(scaling["minCapacity"], "dbMinAcu") and config_default(program, "dbMinAcu") == 0
+    assert 300 <= config_default(program, "dbSecondsUntilAutoPause") <= 86400
+    assert config_default(program, "dbMaxAcu") >= 1
+    # 0 ACU needs 13.15 / 14.12 / 15.7 / 16.3 or later (aws.md).
+    major, minor = map(int, config_default(program, "dbEngineVersion").split(".")[:2])
+    minimum = {13: 15, 14: 12, 15: 7, 16: 3}
+    assert major >= 17 or (major in minimum and minor >= minimum[major])
+
+
+# ---------------------------------------------------------------- IAM
+
+
+def test_frontend_may_read_exactly_the_one_db_secret(resources, apprunner, env):
+    role = ref(apprunner["instanceConfiguration"]["instanceRoleArn"]).root
+    policies = [r for r in of_type(resources, "aws:iam:RolePolicy").values()
+                if ref_to(r["properties"]["role"], role, "id")]
+    attachments = [r for r in of_type(resources, "aws:iam:RolePolicyAttachment").values()
+                   if ref(r["properties"]["role"]).root == role]
+    assert len(policies) == 1 and attachments == []
+    assert "managedPolicyArns" not in resources[role]["properties"]
+    assert "inlinePolicies" not in resources[role]["properties"]
+    (stmt,) = statements(policies[0])
+    assert stmt["Effect"] == "Allow"
+    assert as_list(stmt["Action"]) == ["secretsmanager:GetSecretValue"]
+    db = only(resources, "aws:rds:Cluster")[0]
+    assert ref_to(stmt["Resource"], db, "masterUserSecrets", 0, "secretArn")
+    assert env["DBSECRETSNAME"] == stmt["Resource"]
+
+
+def test_role_trust_matches_its_principal(resources, apprunner):
+    def principal(role):
+        (stmt,) = resources[role]["properties"]["assumeRolePolicy"]["fn::toJSON"]["Statement"]
+        return stmt["Principal"]["Service"]
+
+    access = ref(apprunner["sourceConfiguration"]["authenticationConfiguration"]["accessRoleArn"]).root
+    instance = ref(apprunner["instanceConfiguration"]["instanceRoleArn"]).root
+    assert principal(access) == "build.apprunner.amazonaws.com"
+    assert principal(instance) == "tasks.apprunner.amazonaws.com"
+    task = only(resources, "aws:ecs:TaskDefinition")[1]["properties"]
+    assert principal(ref(task["taskRoleArn"]).root) == "ecs-tasks.amazonaws.com"
+    assert principal(ref(task["executionRoleArn"]).root) == "ecs-tasks.amazonaws.com"
+
+
+def test_no_wildcard_grants_beyond_ecs_exec(resources):
+    """`Resource: "*"` is allowed only for actions that take no resource ARN (ssmmessages, DescribeLogGroups)."""
+    allowed_star = {"ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel",
+                    "ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel", "logs:DescribeLogGroups"}
+    for name, r in of_type(resources, "aws:iam:RolePolicy").items():
+        for stmt in statements(r):
+            actions = set(as_list(stmt["Action"]))
+            assert not any(a == "*" or a.endswith(":*") for a in actions), name
+            if stmt["Resource"] == "*":
+                assert actions <= allowed_star, (name, actions)
+
+
+def test_ecs_exec_is_wired(resources):
+    _, svc = only(resources, "aws:ecs:Service")
+    assert svc["properties"]["enableExecuteCommand"] is True
+    task_role = ref(only(resources, "aws:ecs:TaskDefinition")[1]["properties"]["taskRoleArn"]).root
+    actions = {a for r in of_type(resources, "aws:iam:RolePolicy").values()
+               if ref_to(r["properties"]["role"], task_role, "id") for s in statements(r) for a in as_list(s["Action"])}
+    assert {"ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel",
+            "ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel"} <= actions
+    _, cluster = only(resources, "aws:ecs:Cluster")
+    exec_cfg = cluster["properties"]["configuration"]["executeCommandConfiguration"]
+    assert exec_cfg["logging"] == "OVERRIDE" and ref(exec_cfg["logConfiguration"]["cloudWatchLogGroupName"])
+    assert any(s["name"] == "containerInsights" for s in cluster["properties"]["settings"])
+
+
+# ---------------------------------------------------------------- ECS private service
+
+
+def test_private_service_runs_on_fargate_spot_after_the_association(resources):
+    cap_name, cap = only(resources, "aws:ecs:ClusterCapacityProviders")
+    cluster_name, _ = only(resources, "aws:ecs:Cluster")
+    assert ref_to(cap["properties"]["clusterName"], cluster_name, "name")
+    assert "FARGATE_SPOT" in cap["properties"]["capacityProviders"]
+    _, svc = only(resources, "aws:ecs:Service")
+    p = svc["properties"]
+    assert ref_to(p["cluster"], cluster_name, "arn")
+    assert [s["capacityProvider"] for s in p["capacityProviderStrategies"]] == ["FARGATE_SPOT"]
+    assert "launchType" not in p  # a launch type and a capacity provider strategy exclude each other
+    assert cap_name in depends_on(svc)  # no data edge exists: without it the service can race the association
+
+
+def test_private_service_waits_for_its_iam_and_image(resources):
+    _, svc = only(resources, "aws:ecs:Service")
+    task = only(resources, "aws:ecs:TaskDefinition")[1]["properties"]
+    roles = {ref(task["taskRoleArn"]).root, ref(task["executionRoleArn"]).root}
+    iam = {n for t in ("aws:iam:RolePolicy", "aws:iam:RolePolicyAttachment") for n, r in of_type(resources, t).items()
+           if ref(r["properties"]["role"]).root in roles}
+    assert iam and iam <= depends_on(svc)
+    assert set(of_type(resources, "command:local:Command")) & depends_on(svc)
+
+
+def test_task_definition_is_fargate_awsvpc_on_8080_with_awslogs(resources):
+    p = only(resources, "aws:ecs:TaskDefinition")[1]["properties"]
+    assert p["networkMode"] == "awsvpc" and p["requiresCompatibilities"] == ["FARGATE"]
+    assert p["runtimePlatform"] == {"cpuArchitecture": "X86_64", "operatingSystemFamily": "LINUX"}
+    (container,) = p["containerDefinitions"]["fn::toJSON"]
+    assert [m["containerPort"] for m in container["portMappings"]] == [8080]
+    assert container["logConfiguration"]["logDriver"] == "awslogs"
+    log_group = ref(container["logConfiguration"]["options"]["awslogs-group"]).root
+    assert resources[log_group]["type"] == "aws:cloudwatch:LogGroup"
+
+
+def test_cloud_map_names_match_the_frontend_setting(resources, env):
+    ns_name, ns = only(resources, "aws:servicediscovery:PrivateDnsNamespace")
+    sd_name, sd = only(resources, "aws:servicediscovery:Service")
+    assert ns["properties"]["name"] == "apprunner.demo" and sd["properties"]["name"] == "privateservice"
+    assert ref_to(sd["properties"]["dnsConfig"]["namespaceId"], ns_name, "id")
+    assert [r["type"] for r in sd["properties"]["dnsConfig"]["dnsRecords"]] == ["A"]
+    # ECSPRIVATESERVICE is built from the two names, so it cannot drift from them.
+    expected = f"http://${{{sd_name}.name}}.${{{ns_name}.name}}:8080"
+    assert env["ECSPRIVATESERVICE"] == expected
+    rendered = expected.replace(f"${{{sd_name}.name}}", sd["properties"]["name"]).replace(
+        f"${{{ns_name}.name}}", ns["properties"]["name"])
+    assert rendered == "http://privateservice.apprunner.demo:8080"
+    _, svc = only(resources, "aws:ecs:Service")
+    assert ref_to(svc["properties"]["serviceRegistries"]["registryArn"], sd_name, "arn")
+    assert ref_to(ns["properties"]["vpc"], "vpc", "vpcId")
+
+
+# ---------------------------------------------------------------- App Runner
+
+
+def test_apprunner_health_check_is_http_on_health(apprunner):
+    hc = apprunner["healthCheckConfiguration"]
+    assert hc["protocol"] == "HTTP" and hc["path"] == "/health"
+
+
+def test_apprunner_egress_goes_through_the_vpc_connector(resources, apprunner):
+    net = apprunner["networkConfiguration"]
+    assert net["egressConfiguration"]["egressType"] == "VPC"
+    connector = only(resources, "aws:apprunner:VpcConnector")[0]
+    assert ref_to(net["egressConfiguration"]["vpcConnectorArn"], connector, "arn")
+    assert net["ingressConfiguration"]["isPubliclyAccessible"] is True
+
+
+def test_apprunner_listens_on_8080_and_gets_its_settings(program, resources, apprunner, env):
+    image = apprunner["sourceConfiguration"]["imageRepository"]
+    assert image["imageConfiguration"]["port"] == "8080"
+    assert image["imageRepositoryType"] == "ECR"
+    db = only(resources, "aws:rds:Cluster")[0]
+    assert set(env) == {"APPRUNNERSERVICE", "DBSECRETSNAME", "DB_HOST", "DB_PORT", "DB_NAME", "DB_SSLMODE",
+                        "DB_SSLROOTCERT", "ECSPRIVATESERVICE"}
+    assert not any(k.startswith("AWSAPPRUNNER") for k in env)  # App Runner rejects these names
+    assert env["APPRUNNERSERVICE"]
+    assert ref_to(env["DB_HOST"], db, "endpoint")
+    assert ref_to(env["DB_PORT"], db, "port")
+    assert ref_to(env["DB_NAME"], db, "databaseName")
+    assert ref_to(env["DB_SSLMODE"], "dbSslMode") and config_default(program, "dbSslMode") == "require"
+    assert ref_to(env["DB_SSLROOTCERT"], "dbSslRootCert")
+    assert ref(apprunner["autoScalingConfigurationArn"]).root in of_type(
+        resources, "aws:apprunner:AutoScalingConfigurationVersion")
+
+
+def test_apprunner_waits_for_iam_image_database_and_private_service(resources, apprunner):
+    _, svc = only(resources, "aws:apprunner:Service")
+    needs = depends_on(svc)
+    access = ref(apprunner["sourceConfiguration"]["authenticationConfiguration"]["accessRoleArn"]).root
+    instance = ref(apprunner["instanceConfiguration"]["instanceRoleArn"]).root
+    iam = {n for t in ("aws:iam:RolePolicy", "aws:iam:RolePolicyAttachment") for n, r in of_type(resources, t).items()
+           if ref(r["properties"]["role"]).root in (access, instance)}
+    assert len(iam) == 2 and iam <= needs
+    assert only(resources, "aws:rds:ClusterInstance")[0] in needs
+    assert only(resources, "aws:ecs:Service")[0] in needs
+    push = ref(apprunner["sourceConfiguration"]["imageRepository"]["imageIdentifier"].split("@")[1]).root
+    assert push in needs
+
+
+# ---------------------------------------------------------------- images by digest
+
+
+@pytest.fixture(scope="module")
+def image_refs(resources, apprunner):
+    task = only(resources, "aws:ecs:TaskDefinition")[1]["properties"]
+    return {
+        "frontend": apprunner["sourceConfiguration"]["imageRepository"]["imageIdentifier"],
+        "private-service": task["containerDefinitions"]["fn::toJSON"][0]["image"],
+    }
+
+
+@pytest.mark.parametrize("image", ["frontend", "private-service"])
+def test_images_are_referenced_by_the_pushed_digest(program, resources, image_refs, image):
+    value = image_refs[image]
+    parts, error = parse_interpolation(value)
+    assert error is None
+    # exactly <repo>.repositoryUrl "@" <push>.stdout: a digest, never a tag
+    assert len(parts) == 3 and parts[1] == "@", value
+    repo, push = parts[0], parts[2]
+    assert resources[repo.root]["type"] == "aws:ecr:Repository" and repo.accessors == ("repositoryUrl",)
+    assert resources[repo.root]["properties"]["name"] == image  # the names `nix run .#push-images` uses
+    assert resources[push.root]["type"] == "command:local:Command" and push.accessors == ("stdout",)
+    cmd = resources[push.root]
+    p = cmd["properties"]
+    # The push command pushes this archive to this repository...
+    archive_cfg = ref(p["environment"]["ARCHIVE"]).root
+    assert config_default(program, archive_cfg) == f"../result/{image}.tar.gz"
+    assert ref_to(p["environment"]["REPOSITORY"], repo.root, "repositoryUrl")
+    # ...re-runs (replacement, so `create`) when the archive content or the repository changes...
+    assert {"fn::filebase64sha256": f"${{{archive_cfg}}}"} in p["triggers"]
+    assert f"${{{repo.root}.repositoryUrl}}" in p["triggers"]
+    assert cmd["options"]["replaceOnChanges"] == ["triggers"]
+    # ...and otherwise (a fresh ECR token) only re-prints the digest it pushed.
+    assert p["update"] == "printf '%s' \"$PULUMI_COMMAND_STDOUT\""
+    assert p["environment"]["ECR_AUTH"] == {"fn::secret": "${ecr-token.authorizationToken}"}
+
+
+def test_push_script_prints_only_a_checked_digest(program):
+    script = program["variables"]["push-script"]
+    assert "--digestfile" in script and "docker-archive:$ARCHIVE" in script and ">&2" in script
+    assert "--dest-authfile" in script and "umask 077" in script  # the credential never reaches argv
+    assert "${" not in script  # Pulumi would interpolate it
+    assert "sha256:" + "?" * 64 in script
+
+
+def test_no_mutable_tags_anywhere(program):
+    text = yaml.safe_dump(program)
+    assert ":latest" not in text
+    assert only(program["resources"], "aws:apprunner:Service")[1]["properties"]["sourceConfiguration"][
+        "autoDeploymentsEnabled"] is False
+
+
+# ---------------------------------------------------------------- configuration and outputs
+
+
+def test_config_is_typed_described_and_defaulted(program):
+    for name, decl in program["config"].items():
+        assert {"type", "default", "description"} <= set(decl), name
+
+
+def test_sample_stack_sets_only_the_region():
+    stack = yaml.safe_load(STACK.read_text())
+    assert list(stack) == ["config"] and list(stack["config"]) == ["aws:region"]
+
+
+def test_provider_is_pinned_default_and_regional(resources):
+    name, provider = only(resources, "pulumi:providers:aws")
+    assert provider["defaultProvider"] is True
+    assert re.fullmatch(r"\d+\.\d+\.\d+", provider["options"]["version"])
+    assert ref_to(provider["properties"]["region"], "aws:region")
+    for other, r in resources.items():  # no resource opts out of it
+        assert "provider" not in (r.get("options") or {}), other
+
+
+def test_outputs(program, resources):
+    out = program["outputs"]
+    app = only(resources, "aws:apprunner:Service")[0]
+    assert out["serviceUrl"] == f"https://${{{app}.serviceUrl}}"  # serviceUrl is a bare host name
+    db = only(resources, "aws:rds:Cluster")[0]
+    assert ref_to(out["dbEndpoint"], db, "endpoint")
+    assert ref_to(out["dbSecretArn"], db, "masterUserSecrets", 0, "secretArn")
+    assert out["privateServiceUrl"].startswith("http://") and out["privateServiceUrl"].endswith(":8080")
+    assert {r.accessors[-1] for r in refs_in([out["frontendImage"], out["privateServiceImage"]])} == {
+        "repositoryUrl", "stdout"}
