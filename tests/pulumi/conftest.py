@@ -6,14 +6,10 @@ import sys
 import pytest
 import yaml
 
-HERE = pathlib.Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # makes `yamlcheck` importable whatever pytest's rootdir is
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # `yamlcheck`, `pulumi_paths`, any rootdir
 
+from pulumi_paths import PROGRAM  # noqa: E402
 from yamlcheck import check_program  # noqa: E402
-
-REPO = HERE.parent.parent
-PROGRAM = REPO / "pulumi" / "Pulumi.yaml"
-STACK = REPO / "pulumi" / "Pulumi.dev.yaml"
 
 
 @pytest.fixture(scope="session")

@@ -13,12 +13,10 @@ from importlib import metadata
 
 import pytest
 import yaml
-from conftest import HERE, PROGRAM, REPO
+from pulumi_paths import BROKEN, HERE, PROGRAM, REPO
 
 from yamlcheck import Checker, check_program, parse_interpolation
 from yamlcheck.program import Ref
-
-BROKEN = HERE / "fixtures" / "broken" / "Pulumi.yaml"
 
 
 def test_program_has_no_diagnostics(program_diagnostics):

@@ -9,7 +9,7 @@ import re
 
 import pytest
 import yaml
-from conftest import STACK
+from pulumi_paths import STACK
 
 from yamlcheck import parse_interpolation, refs_in
 from yamlcheck.program import Ref
