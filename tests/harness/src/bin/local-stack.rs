@@ -1,0 +1,170 @@
+//! `local-stack`: the whole system on this machine, no AWS needed.
+//!
+//! A throwaway PostgreSQL (database `apprunnerdemo`, role `apprunnerdemo`), a stand-in for the
+//! ECS task metadata endpoint, `private-service` and `frontend`; URLs printed, logs forwarded,
+//! everything stopped on Ctrl-C or SIGTERM.
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use harness::{EcsMetadata, Postgres, Service, ServiceCommand, binary};
+
+/// Runs the whole system locally: PostgreSQL, the private service (with a stand-in for the ECS
+/// task metadata endpoint) and the frontend, on 127.0.0.1. Stop it with Ctrl-C.
+///
+/// Binaries come from $FRONTEND_BIN / $PRIVATE_SERVICE_BIN, otherwise they are built with
+/// cargo in this command's profile. PostgreSQL comes from $PG_BIN, $PATH or
+/// /usr/lib/postgresql/*/bin (`apt-get install -y postgresql`).
+#[derive(Parser, Debug)]
+#[command(name = "local-stack", version)]
+struct Args {
+    /// Port of the frontend (the public API).
+    #[arg(long, default_value_t = 8080)]
+    frontend_port: u16,
+
+    /// Port of the private service.
+    #[arg(long, default_value_t = 8081)]
+    private_service_port: u16,
+}
+
+fn main() {
+    if let Err(error) = run(Args::parse()) {
+        eprintln!("local-stack: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    ensure_free(args.frontend_port, "--frontend-port")?;
+    ensure_free(args.private_service_port, "--private-service-port")?;
+
+    println!("local-stack: building or locating the service binaries ...");
+    let frontend_bin = binary("frontend")?;
+    let private_service_bin = binary("private-service")?;
+
+    println!("local-stack: starting PostgreSQL ...");
+    let pg = Postgres::start()?;
+    let app_password = random_password()?;
+    pg.create_role("apprunnerdemo", &app_password)?;
+    pg.create_named_database("apprunnerdemo", "apprunnerdemo")?;
+
+    let metadata = EcsMetadata::start()?;
+
+    let mut private_service = ServiceCommand::new(&private_service_bin)
+        .port(args.private_service_port)
+        .env("ECS_CONTAINER_METADATA_URI_V4", metadata.uri_v4())
+        .echo_logs("private-service")
+        .spawn()?;
+
+    let mut frontend = ServiceCommand::new(&frontend_bin)
+        .port(args.frontend_port)
+        .envs([
+            ("DB_HOST", pg.host().to_string()),
+            ("DB_PORT", pg.port().to_string()),
+            ("DB_NAME", "apprunnerdemo".to_string()),
+            ("DB_USER", "apprunnerdemo".to_string()),
+            ("DB_PASS", app_password),
+            ("DB_SSLMODE", "disable".to_string()),
+            (
+                "ECSPRIVATESERVICE",
+                format!("http://127.0.0.1:{}", args.private_service_port),
+            ),
+        ])
+        .echo_logs("frontend")
+        .spawn()?;
+
+    let api = frontend.url("");
+    println!(
+        "\nlocal-stack is up:\n  \
+         API              {api}/   (try: curl {api}/ && curl {api}/recent-visits)\n  \
+         API docs         {api}/docs   (OpenAPI: {api}/openapi.json)\n  \
+         private service  {}\n  \
+         PostgreSQL       postgres://apprunnerdemo@127.0.0.1:{}/apprunnerdemo (superuser postgres, password {})\n\
+         Press Ctrl-C to stop.\n",
+        private_service.url("/"),
+        pg.port(),
+        pg.superuser_password(),
+    );
+
+    let reason = wait_for_stop(&mut [&mut frontend, &mut private_service])?;
+    println!("local-stack: {reason}; stopping ...");
+    let mut failed = false;
+    for service in [&mut frontend, &mut private_service] {
+        failed |= stop_gracefully(service);
+    }
+    drop(metadata);
+    drop(pg);
+    println!("local-stack: stopped.");
+    if failed || reason.contains("exited") {
+        bail!("{reason}");
+    }
+    Ok(())
+}
+
+/// Blocks until Ctrl-C, SIGTERM, or one of the services exits; says which.
+fn wait_for_stop(services: &mut [&mut Service]) -> Result<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building a Tokio runtime for signal handling")?;
+    runtime.block_on(async {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return Ok("Ctrl-C".to_string()),
+                _ = terminate.recv() => return Ok("SIGTERM".to_string()),
+                _ = tick.tick() => {
+                    for service in services.iter_mut() {
+                        if let Some(status) = service.try_exit_status()? {
+                            return Ok(format!("a service on port {} exited ({status})", service.port()));
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// SIGTERM, then up to 10 s to drain; returns true if it did not exit cleanly.
+fn stop_gracefully(service: &mut Service) -> bool {
+    if matches!(service.try_exit_status(), Ok(Some(_))) {
+        return false;
+    }
+    let outcome = service
+        .sigterm()
+        .and_then(|()| service.wait_exit(Duration::from_secs(10)));
+    match outcome {
+        Ok(status) if status.success() => false,
+        Ok(status) => {
+            eprintln!(
+                "local-stack: service on port {} exited with {status}",
+                service.port()
+            );
+            true
+        }
+        Err(error) => {
+            eprintln!("local-stack: {error:#}; killing it");
+            true
+        }
+    }
+}
+
+fn ensure_free(port: u16, flag: &str) -> Result<()> {
+    TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
+        .map(drop)
+        .with_context(|| format!("port {port} is already in use: choose another with {flag} <PORT>"))
+}
+
+fn random_password() -> Result<String> {
+    let mut bytes = [0_u8; 16];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").context("opening /dev/urandom")?,
+        &mut bytes,
+    )
+    .context("reading /dev/urandom")?;
+    Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
+}
