@@ -181,7 +181,7 @@ pub enum TlsSettings {
 
 #[derive(Debug)]
 pub struct ConnectionTestSettings {
-    /// `None` when neither TARGET nor DB_HOST is set.
+    /// TARGET; unset means the database endpoint (from DB_HOST or the secret).
     pub host: Option<String>,
     pub port: u16,
     pub timeout: Duration,
@@ -205,12 +205,18 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// Parses `args` (and the environment, as in production) and validates them; for tests and
+    /// embedders. The binary uses clap's own `parse`, which prints help and usage errors.
+    pub fn try_parse_from_args(args: &[&str]) -> anyhow::Result<Settings> {
+        Ok(Self::try_parse_from(args)?.validate()?)
+    }
+
     pub fn validate(self) -> Result<Settings, ConfigError> {
         let db = self.database;
         let on_app_runner = self.apprunner_service.is_some_and(|value| !value.is_empty());
 
         let connection_test = ConnectionTestSettings {
-            host: self.connectivity.target.or_else(|| db.db_host.clone()),
+            host: self.connectivity.target,
             port: self
                 .connectivity
                 .target_port
@@ -339,18 +345,8 @@ mod tests {
     }
 
     #[test]
-    fn connection_test_defaults_to_the_database_endpoint() {
-        let settings = settings(&[
-            "--db-host",
-            "db.internal",
-            "--db-port",
-            "6432",
-            "--db-user",
-            "u",
-            "--db-pass",
-            "p",
-        ])
-        .expect("valid");
+    fn connection_test_port_defaults_to_the_database_port() {
+        let settings = settings(&["--target", "db.internal", "--db-port", "6432"]).expect("valid");
         assert_eq!(settings.connection_test.host.as_deref(), Some("db.internal"));
         assert_eq!(settings.connection_test.port, 6432);
     }

@@ -1,4 +1,5 @@
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use poem::http::StatusCode;
@@ -7,14 +8,17 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use service_kit::Problem;
 
 use crate::config::ConnectionTestSettings;
+use crate::db::Database;
 
 /// `GET /test-connection`: can this instance open a TCP connection to the configured target
 /// (by default the database)? The target comes from configuration only, never from the request,
 /// so the route cannot be used to probe other hosts.
 pub struct ConnectivityApi {
+    /// TARGET; when unset, the endpoint the database connections use.
     host: Option<String>,
     port: u16,
     timeout: Duration,
+    database: Option<Arc<Database>>,
 }
 
 #[derive(Object)]
@@ -41,15 +45,17 @@ impl ConnectivityApi {
     /// Checks TCP reachability of TARGET:TARGETPORT (default: the database endpoint).
     #[oai(path = "/test-connection", method = "get")]
     async fn test_connection(&self) -> ConnectionTestResponse {
-        let Some(host) = self.host.clone() else {
-            return unreachable("No target is configured: set TARGET or DB_HOST.".to_owned());
-        };
-        let (port, timeout) = (self.port, self.timeout);
-        let outcome =
-            tokio::task::spawn_blocking(move || connect(&host, port, timeout).map(|address| (host, address)))
-                .await;
+        let configured = self.host.clone().map(|host| (host, self.port));
+        let (database, timeout) = (self.database.clone(), self.timeout);
+        let outcome = tokio::task::spawn_blocking(move || {
+            let (host, port) = configured
+                .or_else(|| database.and_then(|database| database.endpoint()))
+                .ok_or_else(|| "No target is configured: set TARGET or DB_HOST.".to_owned())?;
+            connect(&host, port, timeout).map(|address| (host, port, address))
+        })
+        .await;
         match outcome {
-            Ok(Ok((host, address))) => ConnectionTestResponse::Ok(Json(ConnectionSucceeded {
+            Ok(Ok((host, port, address))) => ConnectionTestResponse::Ok(Json(ConnectionSucceeded {
                 response: format!("Connection to {host}:{port} succeeded"),
                 address: address.to_string(),
             })),
@@ -60,11 +66,12 @@ impl ConnectivityApi {
 }
 
 impl ConnectivityApi {
-    pub fn new(settings: &ConnectionTestSettings) -> Self {
+    pub fn new(settings: &ConnectionTestSettings, database: Option<Arc<Database>>) -> Self {
         Self {
             host: settings.host.clone(),
             port: settings.port,
             timeout: settings.timeout,
+            database,
         }
     }
 }

@@ -26,12 +26,12 @@ pub struct Dependencies {
 /// The routes, the OpenAPI document at `/openapi.json` and Swagger UI at `/docs`.
 pub fn app(settings: &Settings, dependencies: Dependencies) -> impl Endpoint + 'static {
     let apis = (
-        VisitsApi::new(dependencies.database),
+        VisitsApi::new(dependencies.database.clone()),
         PrivateServiceApi::new(
             settings.private_service.clone(),
             Upstream::new(settings.private_service_timeout),
         ),
-        ConnectivityApi::new(&settings.connection_test),
+        ConnectivityApi::new(&settings.connection_test, dependencies.database),
         HealthApi,
     );
     let api = OpenApiService::new(apis, "frontend", env!("CARGO_PKG_VERSION")).description(

@@ -24,9 +24,10 @@ pub struct Connection {
     pub recent_visits: Statement,
 }
 
-const INSERT_VISITS: &str =
+pub const INSERT_VISITS: &str =
     "INSERT INTO access (last_update, user_agent) SELECT * FROM unnest($1::timestamptz[], $2::varchar[])";
-const RECENT_VISITS: &str = "SELECT last_update, user_agent FROM access ORDER BY last_update DESC LIMIT 10";
+pub const RECENT_VISITS: &str =
+    "SELECT last_update, user_agent FROM access ORDER BY last_update DESC LIMIT 10";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -52,53 +53,57 @@ struct Target {
     config: postgres::Config,
 }
 
-pub struct ConnectionManager {
+/// Resolves where and as whom to connect: settings plus, when configured, the secret —
+/// read lazily and re-read after a rejected password.
+pub struct Targets {
     settings: DatabaseSettings,
-    tls: MakeRustlsConnect,
     ssl_mode: postgres::config::SslMode,
     secrets: Option<SecretsClient>,
     runtime: tokio::runtime::Handle,
     current: RwLock<Option<Arc<Target>>>,
     refresh: Mutex<()>,
-    schema_ready: AtomicBool,
 }
 
-impl ConnectionManager {
-    /// No I/O: credentials are read and the schema applied on the first connection.
+impl Targets {
     pub fn new(
         settings: DatabaseSettings,
-        tls: (MakeRustlsConnect, postgres::config::SslMode),
+        ssl_mode: postgres::config::SslMode,
         secrets: Option<SecretsClient>,
         runtime: tokio::runtime::Handle,
     ) -> Self {
         Self {
             settings,
-            tls: tls.0,
-            ssl_mode: tls.1,
+            ssl_mode,
             secrets,
             runtime,
             current: RwLock::new(None),
             refresh: Mutex::new(()),
-            schema_ready: AtomicBool::new(false),
         }
     }
 
-    fn open(&self, target: &Target) -> Result<Connection, ConnectError> {
-        let mut client = target.config.connect(self.tls.clone())?;
-        if !self.schema_ready.load(Ordering::Acquire) {
-            schema::migrate(&mut client).map_err(ConnectError::Migration)?;
-            self.schema_ready.store(true, Ordering::Release);
-        }
-        let insert_visits = client.prepare(INSERT_VISITS)?;
-        let recent_visits = client.prepare(RECENT_VISITS)?;
-        Ok(Connection {
-            client,
-            insert_visits,
-            recent_visits,
-        })
+    /// Host and port connections go to (reads the secret if that has not happened yet).
+    pub fn endpoint(&self) -> Result<(String, u16), ConnectError> {
+        let target = self.current()?;
+        let host = match target.config.get_hosts().first() {
+            Some(postgres::config::Host::Tcp(host)) => host.clone(),
+            _ => return Err(ConnectError::NoHost),
+        };
+        Ok((
+            host,
+            target
+                .config
+                .get_ports()
+                .first()
+                .copied()
+                .unwrap_or(DEFAULT_DB_PORT),
+        ))
     }
 
-    fn current_target(&self) -> Result<Arc<Target>, ConnectError> {
+    fn can_reload(&self) -> bool {
+        self.secrets.is_some()
+    }
+
+    fn current(&self) -> Result<Arc<Target>, ConnectError> {
         let cached = self
             .current
             .read()
@@ -106,14 +111,14 @@ impl ConnectionManager {
             .clone();
         match cached {
             Some(target) => Ok(target),
-            None => self.load_target(None),
+            None => self.load(None),
         }
     }
 
     /// Builds the target from the settings and (re-)reads the secret. `stale` is the target a
     /// failed attempt used: if another thread has already replaced it, that result is reused,
     /// so a burst of rejected connections costs one Secrets Manager call.
-    fn load_target(&self, stale: Option<&Target>) -> Result<Arc<Target>, ConnectError> {
+    fn load(&self, stale: Option<&Target>) -> Result<Arc<Target>, ConnectError> {
         let _single_flight = self.refresh.lock().unwrap_or_else(PoisonError::into_inner);
         let cached = self
             .current
@@ -181,16 +186,48 @@ impl ConnectionManager {
     }
 }
 
+pub struct ConnectionManager {
+    targets: Arc<Targets>,
+    tls: MakeRustlsConnect,
+    schema_ready: AtomicBool,
+}
+
+impl ConnectionManager {
+    /// No I/O: credentials are read and the schema applied on the first connection.
+    pub fn new(targets: Arc<Targets>, tls: MakeRustlsConnect) -> Self {
+        Self {
+            targets,
+            tls,
+            schema_ready: AtomicBool::new(false),
+        }
+    }
+
+    fn open(&self, target: &Target) -> Result<Connection, ConnectError> {
+        let mut client = target.config.connect(self.tls.clone())?;
+        if !self.schema_ready.load(Ordering::Acquire) {
+            schema::migrate(&mut client).map_err(ConnectError::Migration)?;
+            self.schema_ready.store(true, Ordering::Release);
+        }
+        let insert_visits = client.prepare(INSERT_VISITS)?;
+        let recent_visits = client.prepare(RECENT_VISITS)?;
+        Ok(Connection {
+            client,
+            insert_visits,
+            recent_visits,
+        })
+    }
+}
+
 impl r2d2::ManageConnection for ConnectionManager {
     type Connection = Connection;
     type Error = ConnectError;
 
     fn connect(&self) -> Result<Connection, ConnectError> {
-        let target = self.current_target()?;
+        let target = self.targets.current()?;
         match self.open(&target) {
-            Err(error) if error.is_invalid_password() && self.secrets.is_some() => {
+            Err(error) if error.is_invalid_password() && self.targets.can_reload() => {
                 tracing::warn!("database rejected the password; re-reading the secret (rotation)");
-                let fresh = self.load_target(Some(&target))?;
+                let fresh = self.targets.load(Some(&target))?;
                 self.open(&fresh)
             }
             result => result,

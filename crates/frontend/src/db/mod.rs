@@ -8,12 +8,13 @@ mod visits;
 
 use std::sync::Arc;
 
+pub use connection::{INSERT_VISITS, RECENT_VISITS};
 pub use tls::TlsError;
 pub use visits::Visit;
 
 use crate::config::DatabaseSettings;
 use crate::secrets::SecretsClient;
-use connection::{ConnectionManager, LogConnectErrors};
+use connection::{ConnectionManager, LogConnectErrors, Targets};
 use visits::VisitWriter;
 
 type Pool = r2d2::Pool<ConnectionManager>;
@@ -59,6 +60,7 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
 
 pub struct Database {
     pool: Pool,
+    targets: Arc<Targets>,
     writer: VisitWriter,
 }
 
@@ -69,11 +71,16 @@ impl Database {
         settings: DatabaseSettings,
         secrets: Option<SecretsClient>,
     ) -> Result<Self, DatabaseSetupError> {
-        let tls = tls::connector(&settings.tls)?;
+        let (tls, ssl_mode) = tls::connector(&settings.tls)?;
         let (pool_size, writers, max_batch) = (settings.pool_size, settings.writers, settings.max_batch);
         let (acquire_timeout, idle_timeout) = (settings.acquire_timeout, settings.idle_timeout);
-        let runtime = tokio::runtime::Handle::current();
-        let manager = ConnectionManager::new(settings, tls, secrets, runtime);
+        let targets = Arc::new(Targets::new(
+            settings,
+            ssl_mode,
+            secrets,
+            tokio::runtime::Handle::current(),
+        ));
+        let manager = ConnectionManager::new(Arc::clone(&targets), tls);
         let pool = r2d2::Pool::builder()
             .max_size(pool_size)
             // No idle minimum: with no traffic every connection closes and Aurora can pause.
@@ -87,7 +94,11 @@ impl Database {
             .build_unchecked(manager);
         let writer =
             VisitWriter::start(pool.clone(), writers, max_batch).map_err(DatabaseSetupError::Threads)?;
-        Ok(Self { pool, writer })
+        Ok(Self {
+            pool,
+            targets,
+            writer,
+        })
     }
 
     /// Commits one visit; returns once it is durable.
@@ -100,6 +111,15 @@ impl Database {
         tokio::task::spawn_blocking(move || visits::recent(&database.pool))
             .await
             .unwrap_or(Err(DbError::Failed))
+    }
+
+    /// Where the database is, as connections see it: the environment, or a CDK-style secret.
+    /// Blocking (may read the secret): call it off the async executor.
+    pub fn endpoint(&self) -> Option<(String, u16)> {
+        self.targets
+            .endpoint()
+            .inspect_err(|error| tracing::warn!(error = %error_chain(error), "database endpoint unknown"))
+            .ok()
     }
 
     /// Opens one connection in the background so the secret, TLS and migrations are dealt with
