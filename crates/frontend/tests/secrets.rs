@@ -1,0 +1,204 @@
+//! Credentials from Secrets Manager (a real moto server) against a real PostgreSQL, with the
+//! frontend as a process configured the way App Runner configures it.
+
+use std::time::{Duration, Instant};
+
+use harness::{Moto, Postgres, Service};
+use serde_json::{Value, json};
+
+const ROLE: &str = "app";
+const FIRST_PASSWORD: &str = "sentinel-first-3Kq9";
+const ROTATED_PASSWORD: &str = "sentinel-rotated-7Zp2";
+
+/// A database owned by a password-authenticated role, and a moto holding nothing yet.
+struct World {
+    pg: Postgres,
+    db: String,
+    moto: Moto,
+}
+
+impl World {
+    fn new() -> Self {
+        let pg = Postgres::start().expect("PostgreSQL starts");
+        pg.create_role(ROLE, FIRST_PASSWORD).expect("role");
+        let db = pg.create_database_with_owner(ROLE).expect("database");
+        let moto = Moto::start().expect("moto starts");
+        Self { pg, db, moto }
+    }
+
+    fn frontend(&self, env: &[(&str, String)]) -> Service {
+        let mut all = self.moto.aws_env();
+        all.extend(
+            env.iter()
+                .map(|(name, value)| ((*name).to_owned(), value.clone())),
+        );
+        Service::spawn(harness::binary("frontend").expect("frontend binary"), all).expect("frontend starts")
+    }
+
+    fn endpoint_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("DB_HOST", self.pg.host().to_owned()),
+            ("DB_PORT", self.pg.port().to_string()),
+            ("DB_NAME", self.db.clone()),
+        ]
+    }
+}
+
+fn get(service: &Service, path: &str) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent.get(service.url(path)).call().expect("HTTP answer");
+    let status = response.status().as_u16();
+    let body = response.body_mut().read_json::<Value>().unwrap_or(Value::Null);
+    (status, body)
+}
+
+fn assert_no_password_anywhere(service: &Service, bodies: &[Value]) {
+    let logs = service.logs();
+    for password in [FIRST_PASSWORD, ROTATED_PASSWORD] {
+        assert!(!logs.contains(password), "a password reached the logs");
+        assert!(
+            bodies.iter().all(|body| !body.to_string().contains(password)),
+            "a password reached a response"
+        );
+    }
+}
+
+#[test]
+fn an_rds_managed_secret_supplies_the_credentials() {
+    let world = World::new();
+    let arn = world
+        .moto
+        .create_secret(
+            "rds!cluster-demo",
+            &json!({"username": ROLE, "password": FIRST_PASSWORD}).to_string(),
+        )
+        .expect("secret");
+    let mut env = world.endpoint_env();
+    env.push(("DBSECRETSNAME", arn));
+    let frontend = world.frontend(&env);
+
+    let (status, registered) = get(&frontend, "/");
+    assert_eq!(status, 200, "{registered}");
+    let (status, recent) = get(&frontend, "/recent-visits");
+    assert_eq!(status, 200);
+    assert_eq!(recent["Response"].as_array().map(Vec::len), Some(1));
+    assert_no_password_anywhere(&frontend, &[registered, recent]);
+}
+
+#[test]
+fn a_cdk_style_secret_also_supplies_the_endpoint() {
+    let world = World::new();
+    let secret = json!({"username": ROLE, "password": FIRST_PASSWORD, "engine": "postgres",
+                        "host": world.pg.host(), "port": world.pg.port(), "dbname": world.db});
+    world
+        .moto
+        .create_secret("demo/db", &secret.to_string())
+        .expect("secret");
+    let frontend = world.frontend(&[("DBSECRETSNAME", "demo/db".to_owned())]);
+
+    let (status, body) = get(&frontend, "/");
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = get(&frontend, "/test-connection");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["Response"],
+        format!("Connection to 127.0.0.1:{} succeeded", world.pg.port())
+    );
+}
+
+#[test]
+fn a_missing_secret_gives_503_not_a_crash() {
+    let world = World::new();
+    let mut env = world.endpoint_env();
+    env.push((
+        "DBSECRETSNAME",
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:no-such-AbCdEf".to_owned(),
+    ));
+    let frontend = world.frontend(&env);
+
+    let (status, body) = get(&frontend, "/");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], 503);
+    assert!(
+        !body.to_string().contains("ResourceNotFound"),
+        "the cause stays in the log: {body}"
+    );
+    assert_eq!(get(&frontend, "/health").0, 200);
+    assert!(
+        frontend.logs().contains("ResourceNotFoundException"),
+        "the log names the cause"
+    );
+}
+
+#[test]
+fn a_rotated_password_is_picked_up_without_a_restart() {
+    let world = World::new();
+    let arn = world
+        .moto
+        .create_secret(
+            "rds!cluster-rotating",
+            &json!({"username": ROLE, "password": FIRST_PASSWORD}).to_string(),
+        )
+        .expect("secret");
+    let mut env = world.endpoint_env();
+    env.extend([
+        ("DBSECRETSNAME", arn.clone()),
+        ("DB_POOL_SIZE", "3".to_owned()),
+        ("DB_WRITERS", "1".to_owned()),
+    ]);
+    let frontend = world.frontend(&env);
+    assert_eq!(get(&frontend, "/").0, 200);
+
+    // Rotation: the database and the secret get the new password; sessions opened with the old
+    // one are ended so the service has to open new connections.
+    world
+        .pg
+        .set_password(ROLE, ROTATED_PASSWORD)
+        .expect("password changed");
+    world
+        .moto
+        .put_secret_value(
+            &arn,
+            &json!({"username": ROLE, "password": ROTATED_PASSWORD}).to_string(),
+        )
+        .expect("secret rotated");
+    world
+        .pg
+        .with_admin_client("postgres", |client| {
+            client.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+                &[&ROLE],
+            )?;
+            Ok(())
+        })
+        .expect("old sessions ended");
+
+    // A connection that was open when its session ended fails once; after that, every request
+    // succeeds with the new password — at most one failure per pooled connection.
+    let mut bodies = Vec::new();
+    let mut failures = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = get(&frontend, "/");
+        bodies.push(body);
+        if status == 200 {
+            break;
+        }
+        failures += 1;
+        assert!(Instant::now() < deadline, "never recovered after rotation");
+    }
+    assert!(failures <= 3, "{failures} failed requests for a pool of 3");
+    for _ in 0..20 {
+        let (status, body) = get(&frontend, "/recent-visits");
+        assert_eq!(status, 200, "{body}");
+        bodies.push(body);
+    }
+    assert!(
+        frontend.logs().contains("re-reading the secret"),
+        "rotation is visible in the log"
+    );
+    assert_no_password_anywhere(&frontend, &bodies);
+}
