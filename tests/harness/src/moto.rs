@@ -27,7 +27,8 @@ pub const AUTHORIZATION: &str = "AWS4-HMAC-SHA256 \
 pub struct Moto {
     child: Child,
     port: u16,
-    dir: TempDir,
+    /// Holds moto.log (and is moto's working directory).
+    _dir: TempDir,
     agent: ureq::Agent,
 }
 
@@ -69,7 +70,7 @@ impl Moto {
         let mut moto = Self {
             child,
             port,
-            dir,
+            _dir: dir,
             agent,
         };
         let ready = poll_until(Duration::from_secs(60), Duration::from_millis(100), || {
@@ -97,7 +98,8 @@ impl Moto {
     /// region `us-east-1`, static test credentials, and no shared config files or instance
     /// metadata (so nothing from `~/.aws` or IMDS leaks in).
     pub fn aws_env(&self) -> Vec<(String, String)> {
-        let nowhere = self.dir.path().join("no-such-aws-file").display().to_string();
+        // Empty files: the SDK reads nothing from them and, unlike a missing path, warns not.
+        let nowhere = "/dev/null".to_string();
         [
             ("AWS_ENDPOINT_URL_SECRETS_MANAGER", self.endpoint()),
             ("AWS_REGION", "us-east-1".to_string()),

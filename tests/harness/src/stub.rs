@@ -24,6 +24,8 @@ const FIXTURE: &str = include_str!("../fixtures/ecs-task-metadata-v4-fargate.jso
 pub enum Reply {
     /// Answer every request, whatever its method and path, with this status and this JSON body.
     Json(u16, Value),
+    /// Like [`Reply::Json`], but only after this delay (a slow dependency; requests in flight).
+    JsonAfter(Duration, u16, Value),
     /// Answer every request with this status and this `text/plain` body.
     Text(u16, String),
     /// Accept the connection and never answer (for timeouts).
@@ -57,6 +59,23 @@ impl HttpStub {
                             .status(to_status(status))
                             .content_type("application/json")
                             .body(body.clone())
+                    }),
+                );
+                Background::poem(endpoint)?
+            }
+            Reply::JsonAfter(delay, status, body) => {
+                let body = body.to_string();
+                let endpoint = counting(
+                    Arc::clone(&counter),
+                    poem::endpoint::make(move |_| {
+                        let body = body.clone();
+                        async move {
+                            tokio::time::sleep(delay).await;
+                            Response::builder()
+                                .status(to_status(status))
+                                .content_type("application/json")
+                                .body(body)
+                        }
                     }),
                 );
                 Background::poem(endpoint)?

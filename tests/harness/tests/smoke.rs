@@ -152,6 +152,15 @@ fn stubs_answer_hang_send_garbage_close_or_are_down() -> anyhow::Result<()> {
     assert_eq!(response.body_mut().read_to_string()?, r#"{"down":true}"#);
     assert_eq!(answering.requests(), 1);
 
+    let slow = HttpStub::start(Reply::JsonAfter(Duration::from_millis(300), 200, json!([1])))?;
+    let started = std::time::Instant::now();
+    let mut response = quick.get(slow.url()).call()?;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(
+        (response.status().as_u16(), response.body_mut().read_to_string()?),
+        (200, "[1]".to_string())
+    );
+
     let hanging = HttpStub::start(Reply::Hang)?;
     let started = std::time::Instant::now();
     let error = quick
