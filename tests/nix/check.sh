@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Offline checks of the Nix build, runnable on a machine without nixpkgs, a binary cache or GitHub
-# (.ci/nix-setup.sh installs the tools). Exits non-zero when any check fails.
+# (tests/nix/setup.sh installs the tools). Exits non-zero when any check fails.
 #
 #   1. nix-parse     every .nix file in the repository parses (nix-instantiate --parse)
 #   2. flake-lock    flake.lock matches the inputs declared in flake.nix (nix flake metadata, offline,
@@ -40,7 +40,7 @@ check() {
 
 for tool in nix nix-instantiate deadnix nixpkgs-fmt; do
   if ! command -v "$tool" >/dev/null; then
-    echo "FAIL  $tool is not installed (run .ci/nix-setup.sh)"
+    echo "FAIL  $tool is not installed (run tests/nix/setup.sh)"
     failed=$((failed + 1))
   fi
 done

@@ -176,21 +176,11 @@ fn a_rotated_password_is_picked_up_without_a_restart() {
         })
         .expect("old sessions ended");
 
-    // A connection that was open when its session ended fails once; after that, every request
-    // succeeds with the new password — at most one failure per pooled connection.
-    let mut bodies = Vec::new();
-    let mut failures = 0;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (status, body) = get(&frontend, "/");
-        bodies.push(body);
-        if status == 200 {
-            break;
-        }
-        failures += 1;
-        assert!(Instant::now() < deadline, "never recovered after rotation");
-    }
-    assert!(failures <= 3, "{failures} failed requests for a pool of 3");
+    // The pooled sessions were ended and the old password no longer works: the service must
+    // notice both (retry on a fresh connection, re-read the secret) without failing a request.
+    let (status, body) = get(&frontend, "/");
+    assert_eq!(status, 200, "the first request after rotation: {body}");
+    let mut bodies = vec![body];
     for _ in 0..20 {
         let (status, body) = get(&frontend, "/recent-visits");
         assert_eq!(status, 200, "{body}");

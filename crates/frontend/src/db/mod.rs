@@ -19,6 +19,39 @@ use visits::VisitWriter;
 
 type Pool = r2d2::Pool<ConnectionManager>;
 
+/// Runs `work` on a pooled connection. If the server had already ended that session (a restart,
+/// a failover, an ended backend, rotation), PostgreSQL says so in its answer to our first
+/// message, and the statement never ran: it is retried on another connection. Each such attempt
+/// discards one dead connection, so at most pool-size retries happen and a pool full of dead
+/// sessions costs no request a failure.
+fn with_connection<T>(
+    pool: &Pool,
+    doing: &str,
+    mut work: impl FnMut(&mut connection::Connection) -> Result<T, postgres::Error>,
+) -> Result<T, DbError> {
+    let mut retries_left = pool.max_size();
+    loop {
+        let mut connection = pool.get().map_err(|error| {
+            tracing::warn!(error = %error_chain(&error), "no database connection for {doing}");
+            DbError::Unavailable
+        })?;
+        match work(&mut connection) {
+            Err(error) if retries_left > 0 && session_was_already_ended(&error) => {
+                tracing::info!(error = %error_chain(&error), "pooled session had ended; retrying {doing}");
+                retries_left -= 1;
+            }
+            result => return result.map_err(|error| DbError::from_statement(&error, doing)),
+        }
+    }
+}
+
+fn session_was_already_ended(error: &postgres::Error) -> bool {
+    use postgres::error::SqlState;
+    error
+        .code()
+        .is_some_and(|code| *code == SqlState::ADMIN_SHUTDOWN || *code == SqlState::CRASH_SHUTDOWN)
+}
+
 /// Why a database operation did not happen. The client only learns that the database is
 /// unavailable; the cause is logged where it occurs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

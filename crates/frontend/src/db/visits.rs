@@ -11,7 +11,7 @@ use std::thread;
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{DbError, Pool};
+use super::{DbError, Pool, with_connection};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Visit {
@@ -79,20 +79,16 @@ fn write_batches(pool: &Pool, receiver: &Mutex<mpsc::Receiver<Pending>>, max_bat
 }
 
 fn insert(pool: &Pool, batch: &[Pending]) -> Result<(), DbError> {
-    let mut connection = pool.get().map_err(|error| {
-        tracing::warn!(%error, visits = batch.len(), "no database connection for a batch of visits");
-        DbError::Unavailable
-    })?;
     let timestamps: Vec<DateTime<Utc>> = batch.iter().map(|pending| pending.visit.at).collect();
     let user_agents: Vec<Option<&str>> = batch
         .iter()
         .map(|pending| pending.visit.user_agent.as_deref())
         .collect();
-    let connection = &mut *connection;
-    let inserted = connection
-        .client
-        .execute(&connection.insert_visits, &[&timestamps, &user_agents])
-        .map_err(|error| DbError::from_statement(&error, "recording visits"))?;
+    let inserted = with_connection(pool, "recording visits", |connection| {
+        connection
+            .client
+            .execute(&connection.insert_visits, &[&timestamps, &user_agents])
+    })?;
     if inserted != batch.len() as u64 {
         tracing::error!(
             inserted,
@@ -106,22 +102,15 @@ fn insert(pool: &Pool, batch: &[Pending]) -> Result<(), DbError> {
 
 /// The ten newest visits. Blocking: call it off the async executor.
 pub fn recent(pool: &Pool) -> Result<Vec<Visit>, DbError> {
-    let mut connection = pool.get().map_err(|error| {
-        tracing::warn!(%error, "no database connection for reading visits");
-        DbError::Unavailable
-    })?;
-    let connection = &mut *connection;
-    let rows = connection
-        .client
-        .query(&connection.recent_visits, &[])
-        .map_err(|error| DbError::from_statement(&error, "reading recent visits"))?;
-    rows.iter()
-        .map(|row| {
-            Ok(Visit {
-                at: row.try_get(0)?,
-                user_agent: row.try_get(1)?,
+    with_connection(pool, "reading recent visits", |connection| {
+        let rows = connection.client.query(&connection.recent_visits, &[])?;
+        rows.iter()
+            .map(|row| {
+                Ok(Visit {
+                    at: row.try_get(0)?,
+                    user_agent: row.try_get(1)?,
+                })
             })
-        })
-        .collect::<Result<_, postgres::Error>>()
-        .map_err(|error| DbError::from_statement(&error, "decoding recent visits"))
+            .collect()
+    })
 }
