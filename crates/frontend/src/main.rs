@@ -11,7 +11,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let _log_flush = service_kit::telemetry::init();
+    // refinery narrates each migration; our own line per applied migration says it once.
+    let _log_flush = service_kit::telemetry::init("info,refinery_core=warn");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -5,7 +5,7 @@ use private_service::Config;
 
 fn main() -> ExitCode {
     let config = Config::parse();
-    let _log_flush = service_kit::telemetry::init();
+    let _log_flush = service_kit::telemetry::init("info");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -3,18 +3,18 @@
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global JSON subscriber (level from `RUST_LOG`, default `info`).
+/// Installs the global JSON subscriber; `RUST_LOG` overrides `default_filter`.
 ///
 /// Writes go through a background thread so a slow stdout never stalls a request; keep the guard
 /// alive until exit so buffered lines are flushed.
-pub fn init() -> WorkerGuard {
+pub fn init(default_filter: &str) -> WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
     tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
         .with_current_span(false)
         .with_span_list(false)
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)))
         .with_writer(writer)
         .init();
     guard
