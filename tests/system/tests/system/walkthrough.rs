@@ -134,3 +134,43 @@ fn docs_and_the_openapi_document_describe_every_route() {
 
     system.stop_and_assert_no_secret_in_logs();
 }
+
+#[test]
+fn hostile_user_agents_cross_the_real_http_stack_and_are_stored_safely() {
+    let system = TestSystem::spawn();
+    let injection = "x'); DROP TABLE access; --";
+    let huge = "A".repeat(10 * 1024);
+
+    assert_eq!(system.visit("/", injection).status, 200);
+    assert_eq!(system.visit("/", &huge).status, 200);
+    let raw = ureq::http::HeaderValue::from_bytes(b"bytes \xff\xfe end").expect("opaque header");
+    let mut answer = system_tests::client(std::time::Duration::from_secs(10))
+        .get(system.frontend.url("/"))
+        .header("User-Agent", raw)
+        .call()
+        .expect("GET / with non-UTF-8 bytes");
+    assert_eq!(answer.status(), 200, "{:?}", answer.body_mut().read_to_string());
+    assert_eq!(get(&system.frontend.url("/"), None).status, 200);
+
+    let recent = system.visit("/recent-visits", "reader");
+    assert_eq!(recent.status, 200, "{}", recent.body);
+    let agents: Vec<_> = recent.json()["Response"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|visit| visit["user_agent"].clone())
+        .collect();
+    assert_eq!(
+        agents,
+        [
+            serde_json::Value::Null,
+            json!("bytes \u{fffd}\u{fffd} end"),
+            json!("A".repeat(250)),
+            json!(injection),
+        ]
+    );
+    // The table is still there, with exactly these rows.
+    assert_eq!(system.stored_visit_count(), 4);
+    system.stop_and_assert_no_secret_in_logs();
+}
