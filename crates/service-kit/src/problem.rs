@@ -46,6 +46,9 @@ impl Problem {
     }
 }
 
+/// What a 405 lists in `Allow`: every route of both services is a GET (HEAD is served by it).
+pub const ALLOWED_METHODS: &str = "GET, HEAD";
+
 /// Turns every error poem itself produces (unknown route, wrong method, unparsable request) into
 /// a problem response, so clients see one error format whatever failed.
 pub async fn from_poem_error(error: poem::Error) -> Response {
@@ -56,5 +59,13 @@ pub async fn from_poem_error(error: poem::Error) -> Response {
     } else {
         error.to_string()
     };
-    Problem::new(status, detail).into_response()
+    let mut response = Problem::new(status, detail).into_response();
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        // RFC 9110 section 15.5.6: a 405 must say which methods the resource supports.
+        response.headers_mut().insert(
+            poem::http::header::ALLOW,
+            poem::http::HeaderValue::from_static(ALLOWED_METHODS),
+        );
+    }
+    response
 }
