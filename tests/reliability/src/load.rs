@@ -1,0 +1,432 @@
+//! A closed-loop HTTP/1.1 load: each of N connections sends the next request as soon as the
+//! previous answer is read, until a deadline. Every attempt is kept as a [`Record`] (what was
+//! asked, when, and exactly what came back), so a suite can count 200s against rows and say what
+//! happened in any time window.
+//!
+//! One hyper client connection per simulated client (no shared pool), so "256 connections"
+//! means 256 TCP connections to the service. A connection that fails is replaced by a new one.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
+use hyper::header::{CONNECTION, CONTENT_TYPE, HOST, USER_AGENT};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+/// One kind of request, sent by `connections` connections at once.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub path: String,
+    pub connections: usize,
+    /// The User-Agent sent (none when `None`).
+    pub user_agent: Option<String>,
+    /// The body a 200 must have, compared as JSON; `None` accepts any JSON body.
+    pub ok_body: Option<Value>,
+}
+
+impl Target {
+    pub fn new(path: &str, connections: usize) -> Self {
+        Self {
+            path: path.to_owned(),
+            connections,
+            user_agent: Some("reliability-load/1".to_owned()),
+            ok_body: None,
+        }
+    }
+
+    /// `GET /`, whose 200 must be exactly `{"Response":"Registered request"}`.
+    pub fn visits(connections: usize) -> Self {
+        Self {
+            ok_body: Some(serde_json::json!({"Response": "Registered request"})),
+            ..Self::new("/", connections)
+        }
+    }
+
+    /// `GET /health`, whose 200 must be exactly `{"Status":"Healthy"}`.
+    pub fn health(connections: usize) -> Self {
+        Self {
+            ok_body: Some(serde_json::json!({"Status": "Healthy"})),
+            ..Self::new("/health", connections)
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct LoadSpec {
+    pub addr: SocketAddr,
+    pub targets: Vec<Target>,
+    /// No request starts after this; every request in flight then still gets its answer.
+    pub duration: Duration,
+    /// A request not answered within this is recorded as [`Outcome::Timeout`] (a hang).
+    pub request_timeout: Duration,
+    /// Strings no response (status line, headers, body) may contain, e.g. a sentinel password.
+    pub forbidden: Vec<String>,
+}
+
+impl LoadSpec {
+    pub fn new(addr: SocketAddr, targets: Vec<Target>, duration: Duration) -> Self {
+        Self {
+            addr,
+            targets,
+            duration,
+            request_timeout: Duration::from_secs(15),
+            forbidden: Vec::new(),
+        }
+    }
+}
+
+/// What one attempt got.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Response {
+        status: u16,
+        /// `application/problem+json` whose `status` member equals the status and whose
+        /// `detail` is a non-empty string (RFC 9457 as the services promise).
+        problem: bool,
+        /// For a 200: the body is the expected JSON (always true when none is set).
+        body_ok: bool,
+        /// The response contained one of the spec's forbidden strings.
+        forbidden: bool,
+    },
+    /// The TCP connection was refused (nothing listens).
+    Refused,
+    /// The connection closed (or reset) with the request sent and no answer.
+    Closed,
+    /// No complete answer within the request timeout.
+    Timeout,
+    /// Anything else, with the client's message.
+    Error(String),
+}
+
+impl Outcome {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Response { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// `"200"`, `"503"`, `"refused"`, ... for summaries.
+    pub fn label(&self) -> String {
+        match self {
+            Self::Response { status, .. } => status.to_string(),
+            Self::Refused => "refused".to_owned(),
+            Self::Closed => "closed".to_owned(),
+            Self::Timeout => "timeout".to_owned(),
+            Self::Error(message) => format!("error: {message}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Record {
+    /// Index into the spec's targets.
+    pub target: usize,
+    pub start: Instant,
+    pub end: Instant,
+    pub outcome: Outcome,
+}
+
+impl Record {
+    pub fn latency(&self) -> Duration {
+        self.end.duration_since(self.start)
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        self.outcome.status()
+    }
+}
+
+/// A load running on a thread (and Tokio runtime) of its own; the test thread stays free to
+/// break things meanwhile.
+pub struct Load {
+    pub started: Instant,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Result<Vec<Record>>>,
+    spec: Arc<LoadSpec>,
+}
+
+impl Load {
+    pub fn start(spec: LoadSpec) -> Result<Self> {
+        let spec = Arc::new(spec);
+        let stop = Arc::new(AtomicBool::new(false));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("building the load's Tokio runtime")?;
+        let started = Instant::now();
+        let deadline = started + spec.duration;
+        let (thread_spec, thread_stop) = (Arc::clone(&spec), Arc::clone(&stop));
+        let thread = std::thread::Builder::new()
+            .name("load".to_owned())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let mut workers = Vec::new();
+                    for (index, target) in thread_spec.targets.iter().enumerate() {
+                        for _ in 0..target.connections {
+                            workers.push(tokio::spawn(client(
+                                Arc::clone(&thread_spec),
+                                index,
+                                deadline,
+                                Arc::clone(&thread_stop),
+                            )));
+                        }
+                    }
+                    let mut records = Vec::new();
+                    for worker in workers {
+                        records.extend(
+                            worker
+                                .await
+                                .map_err(|error| anyhow!("a load client panicked: {error}"))?,
+                        );
+                    }
+                    Ok(records)
+                })
+            })
+            .context("spawning the load thread")?;
+        Ok(Self {
+            started,
+            stop,
+            thread,
+            spec,
+        })
+    }
+
+    /// Seconds since the load started, for progress messages.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Asks every client to stop after its current request.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits for the deadline (or [`stop`](Self::stop)) and the last answers.
+    pub fn finish(self) -> Result<Report> {
+        let records = self
+            .thread
+            .join()
+            .map_err(|_| anyhow!("the load thread panicked"))??;
+        Ok(Report {
+            started: self.started,
+            ended: Instant::now(),
+            spec: self.spec,
+            records,
+        })
+    }
+}
+
+/// One simulated client: one connection at a time, one request at a time.
+async fn client(spec: Arc<LoadSpec>, target: usize, deadline: Instant, stop: Arc<AtomicBool>) -> Vec<Record> {
+    let mut records = Vec::new();
+    let mut connection: Option<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> = None;
+    let path = &spec.targets[target].path;
+    let host = spec.addr.to_string();
+    // Bounded: the loop ends at the deadline, and every await in it has a timeout.
+    while Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
+        let start = Instant::now();
+        // A kept-alive connection the server has closed meanwhile is replaced, not counted.
+        if let Some(sender) = &mut connection
+            && sender.ready().await.is_err()
+        {
+            connection = None;
+        }
+        let sender = match &mut connection {
+            Some(sender) => sender,
+            None => match connect(&spec).await {
+                Ok(sender) => connection.insert(sender),
+                Err(outcome) => {
+                    records.push(Record {
+                        target,
+                        start,
+                        end: Instant::now(),
+                        outcome,
+                    });
+                    // Do not spin against a closed port.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let mut request = Request::get(path.as_str()).header(HOST, &host);
+        if let Some(agent) = &spec.targets[target].user_agent {
+            request = request.header(USER_AGENT, agent);
+        }
+        let request = match request.body(Empty::new()) {
+            Ok(request) => request,
+            Err(error) => {
+                records.push(Record {
+                    target,
+                    start,
+                    end: Instant::now(),
+                    outcome: Outcome::Error(format!("building the request: {error}")),
+                });
+                break;
+            }
+        };
+        let exchange = async {
+            let response = sender.send_request(request).await?;
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await?.to_bytes();
+            Ok::<_, hyper::Error>((parts, body))
+        };
+        let outcome = match tokio::time::timeout(spec.request_timeout, exchange).await {
+            Ok(Ok((parts, body))) => {
+                if parts
+                    .headers
+                    .get(CONNECTION)
+                    .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"close"))
+                {
+                    connection = None;
+                }
+                judge(&spec, target, &parts, &body)
+            }
+            Ok(Err(error)) => {
+                connection = None;
+                if error.is_incomplete_message() || error.is_canceled() || error.is_closed() {
+                    Outcome::Closed
+                } else {
+                    Outcome::Error(error.to_string())
+                }
+            }
+            Err(_) => {
+                connection = None;
+                Outcome::Timeout
+            }
+        };
+        records.push(Record {
+            target,
+            start,
+            end: Instant::now(),
+            outcome,
+        });
+    }
+    records
+}
+
+async fn connect(spec: &LoadSpec) -> Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>, Outcome> {
+    let stream =
+        match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(spec.addr)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return Err(Outcome::Refused);
+            }
+            Ok(Err(error)) => return Err(Outcome::Error(format!("connecting: {error}"))),
+            Err(_) => return Err(Outcome::Timeout),
+        };
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|error| Outcome::Error(format!("handshake: {error}")))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+fn judge(spec: &LoadSpec, target: usize, parts: &hyper::http::response::Parts, body: &Bytes) -> Outcome {
+    let status = parts.status.as_u16();
+    let json: Option<Value> = serde_json::from_slice(body).ok();
+    let content_type = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    let problem = content_type.starts_with("application/problem+json")
+        && json.as_ref().is_some_and(|json| {
+            json["status"] == status && json["detail"].as_str().is_some_and(|detail| !detail.is_empty())
+        });
+    let body_ok = status != 200
+        || match &spec.targets[target].ok_body {
+            Some(expected) => json.as_ref() == Some(expected),
+            None => json.is_some(),
+        };
+    let forbidden = !spec.forbidden.is_empty() && {
+        let mut text = String::from_utf8_lossy(body).into_owned();
+        for (name, value) in &parts.headers {
+            text.push_str(name.as_str());
+            text.push_str(&String::from_utf8_lossy(value.as_bytes()));
+        }
+        spec.forbidden.iter().any(|needle| text.contains(needle.as_str()))
+    };
+    Outcome::Response {
+        status,
+        problem,
+        body_ok,
+        forbidden,
+    }
+}
+
+/// Everything a load saw.
+pub struct Report {
+    pub started: Instant,
+    pub ended: Instant,
+    pub spec: Arc<LoadSpec>,
+    pub records: Vec<Record>,
+}
+
+impl Report {
+    /// Records of target `index` (in the order of the spec's targets).
+    pub fn of(&self, index: usize) -> impl Iterator<Item = &Record> {
+        self.records.iter().filter(move |record| record.target == index)
+    }
+
+    /// How many answers of target `index` had `status`.
+    pub fn count_status(&self, index: usize, status: u16) -> usize {
+        self.of(index)
+            .filter(|record| record.status() == Some(status))
+            .count()
+    }
+
+    /// Every record of target `index` that is not one of `statuses` (for assertion messages).
+    pub fn other_than(&self, index: usize, statuses: &[u16]) -> Vec<&Record> {
+        self.of(index)
+            .filter(|record| !record.status().is_some_and(|status| statuses.contains(&status)))
+            .collect()
+    }
+
+    /// The `p`-th percentile (0-100) latency of `records`, or zero when empty.
+    pub fn percentile<'a>(records: impl Iterator<Item = &'a Record>, p: f64) -> Duration {
+        let mut latencies: Vec<Duration> = records.map(Record::latency).collect();
+        if latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        latencies.sort_unstable();
+        let rank = ((p / 100.0) * latencies.len() as f64).ceil() as usize;
+        latencies[rank.clamp(1, latencies.len()) - 1]
+    }
+
+    /// Outcome counts per target, with p50/p99/max latency: what a test prints for the record.
+    pub fn summary(&self) -> String {
+        let seconds = self.ended.duration_since(self.started).as_secs_f64();
+        let mut text = format!(
+            "{} requests in {seconds:.1} s ({:.0}/s)\n",
+            self.records.len(),
+            self.records.len() as f64 / seconds.max(0.001)
+        );
+        for (index, target) in self.spec.targets.iter().enumerate() {
+            let mut counts = std::collections::BTreeMap::<String, usize>::new();
+            for record in self.of(index) {
+                *counts.entry(record.outcome.label()).or_default() += 1;
+            }
+            text.push_str(&format!(
+                "  GET {} x{} conns: {counts:?} p50 {:?} p99 {:?} max {:?}\n",
+                target.path,
+                target.connections,
+                Self::percentile(self.of(index), 50.0),
+                Self::percentile(self.of(index), 99.0),
+                Self::percentile(self.of(index), 100.0),
+            ));
+        }
+        text
+    }
+}

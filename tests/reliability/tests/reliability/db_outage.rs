@@ -1,0 +1,120 @@
+//! Database outage under load: PostgreSQL stops for 10 s while 256 clients record visits.
+//! During it only 503 problem+json, answered in bounded time; after it, success again within
+//! 2 s without restarting the service; and still exactly one row per 200.
+
+use std::time::{Duration, Instant};
+
+use reliability_tests::{
+    CONNECTIONS, Load, LoadSpec, Outcome, Report, Stack, Target, long_form, one_at_a_time,
+};
+
+/// The frontend's default `DB_ACQUIRE_TIMEOUT`, set explicitly so the bound below reads plainly.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+const OUTAGE: Duration = Duration::from_secs(10);
+
+#[test]
+fn a_database_outage_under_load_answers_503_and_recovers_within_2_s_without_restart() {
+    let _serial = one_at_a_time();
+    let mut stack = Stack::start(&[("DB_ACQUIRE_TIMEOUT", "3s")]).expect("PostgreSQL and the frontend start");
+    let (before, after) = if long_form() {
+        (Duration::from_secs(25), Duration::from_secs(25))
+    } else {
+        (Duration::from_secs(3), Duration::from_secs(5))
+    };
+
+    let load = Load::start(LoadSpec::new(
+        stack.addr(),
+        vec![Target::visits(CONNECTIONS), Target::health(8)],
+        before + OUTAGE + after,
+    ))
+    .expect("load starts");
+    std::thread::sleep(before);
+    stack.pg.stop().expect("PostgreSQL stops");
+    let down = Instant::now();
+    std::thread::sleep(OUTAGE);
+    let restarting = Instant::now();
+    stack.pg.restart().expect("PostgreSQL starts again");
+    let up = Instant::now();
+    let report = load.finish().expect("load finishes");
+    println!(
+        "db outage: stopped {:?} after start, down for {:?}\n{}",
+        down.duration_since(report.started),
+        up.duration_since(down),
+        report.summary()
+    );
+
+    // Only 200 or 503 problem+json, never a hang, a reset or another status.
+    let unexpected: Vec<_> = report
+        .of(0)
+        .filter(|record| match record.outcome {
+            Outcome::Response {
+                status: 200, body_ok, ..
+            } => !body_ok,
+            Outcome::Response {
+                status: 503, problem, ..
+            } => !problem,
+            _ => true,
+        })
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "{} answers were neither 200 nor 503 problem+json, e.g. {:?}",
+        unexpected.len(),
+        &unexpected[..unexpected.len().min(5)]
+    );
+
+    // While the database was down, nothing could be committed: no 200 for a request that
+    // both started and ended inside the outage.
+    let during: Vec<_> = report
+        .of(0)
+        .filter(|record| record.start >= down && record.end <= restarting)
+        .collect();
+    assert!(!during.is_empty(), "no request was answered during the outage");
+    let false_successes = during
+        .iter()
+        .filter(|record| record.status() == Some(200))
+        .count();
+    assert_eq!(false_successes, 0, "200s while the database was down");
+
+    // Bounded: a request waits at most for the batch in front of it and its own, each
+    // limited by the acquire timeout; 2 s of margin for scheduling on a busy machine.
+    let bound = ACQUIRE_TIMEOUT * 2 + Duration::from_secs(2);
+    let slowest = Report::percentile(report.of(0).filter(|record| record.status() == Some(503)), 100.0);
+    assert!(slowest <= bound, "a 503 took {slowest:?} (bound {bound:?})");
+
+    // Recovery without a restart: success within 2 s of the database accepting connections,
+    // and from then on nothing but success.
+    let first_success = report
+        .of(0)
+        .filter(|record| record.status() == Some(200) && record.end > up)
+        .map(|record| record.end)
+        .min()
+        .expect("a 200 after the database came back");
+    let recovery = first_success.duration_since(up);
+    assert!(
+        recovery <= Duration::from_secs(2),
+        "first success {recovery:?} after PostgreSQL accepted connections again"
+    );
+    let settled = up + Duration::from_secs(3);
+    let late_failures = report
+        .of(0)
+        .filter(|record| record.start >= settled && record.status() != Some(200))
+        .count();
+    assert_eq!(late_failures, 0, "failures 3 s after the database came back");
+
+    // /health never depended on the database.
+    assert_eq!(
+        report.other_than(1, &[200]).len(),
+        0,
+        "/health failed during the outage"
+    );
+
+    let ok = report.count_status(0, 200);
+    let rows = stack.rows().expect("rows counted");
+    assert_eq!(rows, ok as i64, "rows vs 200 answers across the outage");
+    println!(
+        "db outage: {} answers 503 during a {OUTAGE:?} outage, recovered {recovery:?} after restart, \
+         {ok} answers 200 = {rows} rows",
+        report.count_status(0, 503)
+    );
+}
