@@ -6,8 +6,11 @@
 
 use std::time::Duration;
 
-use aws_config::BehaviorVersion;
+use aws_config::environment::region::EnvironmentVariableRegionProvider;
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::profile::ProfileFileRegionProvider;
 use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
 use aws_sdk_secretsmanager::Client;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use secrecy::SecretString;
@@ -51,7 +54,14 @@ impl SecretsClient {
             .connect_timeout(Duration::from_secs(3))
             .operation_timeout(Duration::from_secs(10))
             .build();
+        // AWS_REGION / AWS_DEFAULT_REGION (App Runner and ECS set them), then the shared config
+        // file; failing both, a secret ARN names its own region. No instance-metadata lookup:
+        // neither platform has one, and it would stall the first request on a timeout.
+        let region = RegionProviderChain::first_try(EnvironmentVariableRegionProvider::new())
+            .or_else(ProfileFileRegionProvider::new())
+            .or_else(region_of_arn(&secret_id));
         let config = aws_config::defaults(BehaviorVersion::latest())
+            .region(region)
             .http_client(https)
             .timeout_config(timeouts)
             .load()
@@ -84,6 +94,17 @@ impl SecretsClient {
             secret_id: self.secret_id.clone(),
             reason,
         })
+    }
+}
+
+/// `arn:aws:secretsmanager:<region>:<account>:secret:<name>` -> `<region>`.
+fn region_of_arn(secret_id: &str) -> Option<Region> {
+    let mut parts = secret_id.split(':');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("arn"), Some(_partition), Some("secretsmanager"), Some(region)) if !region.is_empty() => {
+            Some(Region::new(region.to_owned()))
+        }
+        _ => None,
     }
 }
 
@@ -147,6 +168,17 @@ mod tests {
         assert!(!reason.contains("12345678"), "{reason}");
         let reason = parse("hunter2-not-json").expect_err("not json");
         assert!(!reason.contains("hunter2"), "{reason}");
+    }
+
+    #[test]
+    fn a_secret_arn_names_its_region() {
+        let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:rds!cluster-1-AbCdEf";
+        assert_eq!(region_of_arn(arn), Some(Region::new("eu-west-1")));
+        assert_eq!(
+            region_of_arn("arn:aws-cn:secretsmanager:cn-north-1:1:secret:x"),
+            Some(Region::new("cn-north-1"))
+        );
+        assert_eq!(region_of_arn("demo/db"), None);
     }
 
     #[test]

@@ -1,8 +1,6 @@
 //! Credentials from Secrets Manager (a real moto server) against a real PostgreSQL, with the
 //! frontend as a process configured the way App Runner configures it.
 
-use std::time::{Duration, Instant};
-
 use harness::{Moto, Postgres, Service};
 use serde_json::{Value, json};
 
@@ -27,7 +25,10 @@ impl World {
     }
 
     fn frontend(&self, env: &[(&str, String)]) -> Service {
-        let mut all = self.moto.aws_env();
+        self.frontend_with_aws_env(self.moto.aws_env(), env)
+    }
+
+    fn frontend_with_aws_env(&self, mut all: Vec<(String, String)>, env: &[(&str, String)]) -> Service {
         all.extend(
             env.iter()
                 .map(|(name, value)| ((*name).to_owned(), value.clone())),
@@ -86,6 +87,31 @@ fn an_rds_managed_secret_supplies_the_credentials() {
     assert_eq!(status, 200);
     assert_eq!(recent["Response"].as_array().map(Vec::len), Some(1));
     assert_no_password_anywhere(&frontend, &[registered, recent]);
+}
+
+#[test]
+fn without_a_configured_region_the_secret_arn_supplies_it() {
+    let world = World::new();
+    let arn = world
+        .moto
+        .create_secret(
+            "rds!cluster-regionless",
+            &json!({"username": ROLE, "password": FIRST_PASSWORD}).to_string(),
+        )
+        .expect("secret");
+    assert!(arn.starts_with("arn:aws:secretsmanager:us-east-1:"), "{arn}");
+    let aws_env: Vec<(String, String)> = world
+        .moto
+        .aws_env()
+        .into_iter()
+        .filter(|(name, _)| !name.ends_with("REGION"))
+        .collect();
+    let mut env = world.endpoint_env();
+    env.push(("DBSECRETSNAME", arn));
+    let frontend = world.frontend_with_aws_env(aws_env, &env);
+
+    let (status, body) = get(&frontend, "/");
+    assert_eq!(status, 200, "{body}");
 }
 
 #[test]
