@@ -13,22 +13,17 @@ use poem::Endpoint;
 
 pub use config::{Config, Settings};
 
-use crate::config::CredentialSource;
 use crate::db::{Database, DatabaseSetupError};
-use crate::secrets::SecretsClient;
 
 /// Builds the application from validated settings. Makes no network call: a paused or
 /// unreachable database must not keep the service from starting and passing its health check.
 pub async fn build(settings: &mut Settings) -> Result<impl Endpoint + 'static, DatabaseSetupError> {
     let database = match settings.database.take() {
         Some(db_settings) => {
-            let secrets = match &db_settings.credentials {
-                CredentialSource::SecretsManager { secret_id } => {
-                    Some(SecretsClient::new(secret_id.clone()).await)
-                }
-                CredentialSource::Static { .. } => None,
-            };
-            let database = Arc::new(Database::new(db_settings, secrets)?);
+            let database = tokio::task::spawn_blocking(move || Database::new(db_settings))
+                .await
+                .map_err(|join_error| DatabaseSetupError::Threads(std::io::Error::other(join_error)))??;
+            let database = Arc::new(database);
             database.warm_up();
             Some(database)
         }

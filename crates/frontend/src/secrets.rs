@@ -4,7 +4,8 @@
 //! builds) and given a rustls + ring HTTPS client instead. The standard endpoint overrides
 //! (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_SECRETS_MANAGER`) and credential chain apply as usual.
 
-use std::time::Duration;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use aws_config::environment::region::EnvironmentVariableRegionProvider;
 use aws_config::meta::region::RegionProviderChain;
@@ -28,7 +29,7 @@ pub struct DbSecret {
     pub dbname: Option<String>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SecretError {
     #[error("reading secret {secret_id} from Secrets Manager failed: {message}")]
     Fetch { secret_id: String, message: String },
@@ -39,14 +40,36 @@ pub enum SecretError {
     Malformed { secret_id: String, reason: String },
 }
 
+/// A failed read is answered from memory for this long, so a missing secret or a denied call
+/// does not turn every connection attempt into a Secrets Manager request.
+const FAILURE_HOLD: Duration = Duration::from_secs(5);
+
+/// Reads one secret, blocking. It runs its own single-threaded runtime for the SDK, so callers
+/// (pool threads) never depend on the server's runtime still running, e.g. during shutdown.
 pub struct SecretsClient {
+    runtime: tokio::runtime::Runtime,
     client: Client,
     secret_id: String,
+    last_failure: Mutex<Option<(Instant, SecretError)>>,
 }
 
 impl SecretsClient {
     /// Builds the client from the standard AWS configuration; no network call happens here.
-    pub async fn new(secret_id: String) -> Self {
+    /// Must not be called from async code (it blocks on its own runtime).
+    pub fn new(secret_id: String) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let client = runtime.block_on(Self::client(&secret_id));
+        Ok(Self {
+            runtime,
+            client,
+            secret_id,
+            last_failure: Mutex::new(None),
+        })
+    }
+
+    async fn client(secret_id: &str) -> Client {
         let https = aws_smithy_http_client::Builder::new()
             .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
             .build_https();
@@ -59,24 +82,37 @@ impl SecretsClient {
         // neither platform has one, and it would stall the first request on a timeout.
         let region = RegionProviderChain::first_try(EnvironmentVariableRegionProvider::new())
             .or_else(ProfileFileRegionProvider::new())
-            .or_else(region_of_arn(&secret_id));
+            .or_else(region_of_arn(secret_id));
         let config = aws_config::defaults(BehaviorVersion::latest())
             .region(region)
             .http_client(https)
             .timeout_config(timeouts)
             .load()
             .await;
-        Self {
-            client: Client::new(&config),
-            secret_id,
-        }
+        Client::new(&config)
     }
 
     pub fn secret_id(&self) -> &str {
         &self.secret_id
     }
 
-    pub async fn fetch(&self) -> Result<DbSecret, SecretError> {
+    /// Reads and parses the secret. Blocking: call it from a thread outside any async runtime.
+    pub fn fetch(&self) -> Result<DbSecret, SecretError> {
+        let mut last_failure = self.last_failure.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((at, error)) = last_failure.as_ref()
+            && at.elapsed() < FAILURE_HOLD
+        {
+            return Err(error.clone());
+        }
+        let result = self.runtime.block_on(self.read());
+        if let Err(error) = &result {
+            tracing::warn!(%error, "reading the database secret failed; not asking again for {FAILURE_HOLD:?}");
+        }
+        *last_failure = result.as_ref().err().map(|error| (Instant::now(), error.clone()));
+        result
+    }
+
+    async fn read(&self) -> Result<DbSecret, SecretError> {
         let output = self
             .client
             .get_secret_value()

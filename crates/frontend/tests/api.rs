@@ -237,14 +237,12 @@ async fn a_stopped_database_gives_503_problems_and_recovers_without_restart() {
     );
 
     app.pg.restart().expect("PostgreSQL restarts");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while app.get("/").await.0 != StatusCode::OK {
-        assert!(
-            Instant::now() < deadline,
-            "no recovery after the database came back"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Pooled sessions died with the server; the first request after it is back must not fail.
+    assert_eq!(
+        app.get("/").await.0,
+        StatusCode::OK,
+        "no recovery after the database came back"
+    );
     assert_eq!(app.get("/recent-visits").await.0, StatusCode::OK);
     // Exactly the acknowledged visits are stored: the first, and the one after recovery.
     assert_eq!(app.stored_user_agents().len(), 2);

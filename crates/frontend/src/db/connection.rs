@@ -59,7 +59,6 @@ pub struct Targets {
     settings: DatabaseSettings,
     ssl_mode: postgres::config::SslMode,
     secrets: Option<SecretsClient>,
-    runtime: tokio::runtime::Handle,
     current: RwLock<Option<Arc<Target>>>,
     refresh: Mutex<()>,
 }
@@ -69,13 +68,11 @@ impl Targets {
         settings: DatabaseSettings,
         ssl_mode: postgres::config::SslMode,
         secrets: Option<SecretsClient>,
-        runtime: tokio::runtime::Handle,
     ) -> Self {
         Self {
             settings,
             ssl_mode,
             secrets,
-            runtime,
             current: RwLock::new(None),
             refresh: Mutex::new(()),
         }
@@ -148,7 +145,7 @@ impl Targets {
                 (settings.host.clone(), settings.port, settings.name.clone())
             }
             (CredentialSource::SecretsManager { .. }, Some(secrets)) => {
-                let secret = self.runtime.block_on(secrets.fetch())?;
+                let secret = secrets.fetch()?;
                 tracing::info!(
                     secret_id = secrets.secret_id(),
                     "database credentials read from Secrets Manager"

@@ -12,7 +12,7 @@ pub use connection::{INSERT_VISITS, RECENT_VISITS};
 pub use tls::TlsError;
 pub use visits::Visit;
 
-use crate::config::DatabaseSettings;
+use crate::config::{CredentialSource, DatabaseSettings};
 use crate::secrets::SecretsClient;
 use connection::{ConnectionManager, LogConnectErrors, Targets};
 use visits::VisitWriter;
@@ -100,19 +100,18 @@ pub struct Database {
 impl Database {
     /// Sets up the pool and the visit writers without touching the network, so the service is
     /// ready at once; credentials, TLS handshake and migrations happen on the first connection.
-    pub fn new(
-        settings: DatabaseSettings,
-        secrets: Option<SecretsClient>,
-    ) -> Result<Self, DatabaseSetupError> {
+    /// Blocking (it sets up the Secrets Manager client's runtime): call it off the async executor.
+    pub fn new(settings: DatabaseSettings) -> Result<Self, DatabaseSetupError> {
+        let secrets = match &settings.credentials {
+            CredentialSource::SecretsManager { secret_id } => {
+                Some(SecretsClient::new(secret_id.clone()).map_err(DatabaseSetupError::Threads)?)
+            }
+            CredentialSource::Static { .. } => None,
+        };
         let (tls, ssl_mode) = tls::connector(&settings.tls)?;
         let (pool_size, writers, max_batch) = (settings.pool_size, settings.writers, settings.max_batch);
         let (acquire_timeout, idle_timeout) = (settings.acquire_timeout, settings.idle_timeout);
-        let targets = Arc::new(Targets::new(
-            settings,
-            ssl_mode,
-            secrets,
-            tokio::runtime::Handle::current(),
-        ));
+        let targets = Arc::new(Targets::new(settings, ssl_mode, secrets));
         let manager = ConnectionManager::new(Arc::clone(&targets), tls);
         let pool = r2d2::Pool::builder()
             .max_size(pool_size)
@@ -170,6 +169,6 @@ impl Database {
 pub enum DatabaseSetupError {
     #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error("starting the visit writer threads: {0}")]
+    #[error("starting the database threads: {0}")]
     Threads(std::io::Error),
 }
