@@ -20,7 +20,11 @@ async fn get(metadata_uri: Option<&str>, path: &str) -> (StatusCode, Option<Stri
     let response = TestClient::new(app).get(path).send().await.0;
     let status = response.status();
     let content_type = response.content_type().map(str::to_owned);
-    (status, content_type, response.into_body().into_json().await.unwrap_or(Value::Null))
+    (
+        status,
+        content_type,
+        response.into_body().into_json().await.unwrap_or(Value::Null),
+    )
 }
 
 fn assert_problem(answer: (StatusCode, Option<String>, Value), expected: StatusCode, detail_contains: &str) {
@@ -28,7 +32,10 @@ fn assert_problem(answer: (StatusCode, Option<String>, Value), expected: StatusC
     assert_eq!(status, expected, "{body}");
     assert_eq!(content_type.as_deref(), Some("application/problem+json"));
     let detail = body["detail"].as_str().unwrap_or_default();
-    assert!(detail.contains(detail_contains), "detail {detail:?} should mention {detail_contains:?}");
+    assert!(
+        detail.contains(detail_contains),
+        "detail {detail:?} should mention {detail_contains:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -53,30 +60,54 @@ async fn a_field_missing_from_the_metadata_is_a_502_naming_it() {
     let mut task = harness::ecs_task_metadata_fixture().expect("fixture");
     task["Containers"][0]["Networks"] = json!([]);
     let metadata = EcsMetadata::serving(task).expect("metadata endpoint");
-    assert_problem(get(Some(metadata.uri_v4()), "/").await, StatusCode::BAD_GATEWAY, "IPv4Addresses");
+    assert_problem(
+        get(Some(metadata.uri_v4()), "/").await,
+        StatusCode::BAD_GATEWAY,
+        "IPv4Addresses",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_or_failing_endpoint_is_a_502() {
     let down = harness::closed_port_url().expect("port");
-    assert_problem(get(Some(&down), "/").await, StatusCode::BAD_GATEWAY, "unreachable");
+    assert_problem(
+        get(Some(&down), "/").await,
+        StatusCode::BAD_GATEWAY,
+        "unreachable",
+    );
     let failing = HttpStub::json(500, json!({})).expect("stub");
-    assert_problem(get(Some(&failing.url()), "/").await, StatusCode::BAD_GATEWAY, "500");
+    assert_problem(
+        get(Some(&failing.url()), "/").await,
+        StatusCode::BAD_GATEWAY,
+        "500",
+    );
     let garbage = HttpStub::start(Reply::Text(200, "not json".into())).expect("stub");
-    assert_problem(get(Some(&garbage.url()), "/").await, StatusCode::BAD_GATEWAY, "JSON");
+    assert_problem(
+        get(Some(&garbage.url()), "/").await,
+        StatusCode::BAD_GATEWAY,
+        "JSON",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hung_endpoint_is_a_504_within_the_deadline() {
     let hung = HttpStub::start(Reply::Hang).expect("stub");
     let started = Instant::now();
-    assert_problem(get(Some(&hung.url()), "/").await, StatusCode::GATEWAY_TIMEOUT, "500 ms");
+    assert_problem(
+        get(Some(&hung.url()), "/").await,
+        StatusCode::GATEWAY_TIMEOUT,
+        "500 ms",
+    );
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn outside_ecs_the_route_says_so_and_health_still_answers() {
-    assert_problem(get(None, "/").await, StatusCode::BAD_GATEWAY, "ECS_CONTAINER_METADATA_URI_V4");
+    assert_problem(
+        get(None, "/").await,
+        StatusCode::BAD_GATEWAY,
+        "ECS_CONTAINER_METADATA_URI_V4",
+    );
     let (status, _, body) = get(None, "/health").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, json!({"Status": "Healthy"}));
@@ -87,7 +118,12 @@ async fn the_openapi_document_lists_both_routes() {
     let (status, _, spec) = get(None, "/openapi.json").await;
     assert_eq!(status, StatusCode::OK);
     let codes = |path: &str| -> Vec<String> {
-        spec["paths"][path]["get"]["responses"].as_object().expect(path).keys().cloned().collect()
+        spec["paths"][path]["get"]["responses"]
+            .as_object()
+            .expect(path)
+            .keys()
+            .cloned()
+            .collect()
     };
     assert_eq!(codes("/"), ["200", "502", "504"]);
     assert_eq!(codes("/health"), ["200"]);
