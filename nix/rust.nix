@@ -23,7 +23,9 @@ let
       ../Cargo.toml
       ../Cargo.lock
       ../crates
+      ../tests/bench
       ../tests/harness
+      ../tests/reliability
       ../tests/system
       (lib.fileset.maybeMissing ../.cargo/config.toml)
       (lib.fileset.maybeMissing ../.config/nextest.toml)
