@@ -32,7 +32,7 @@ pub async fn build(settings: &mut Settings) -> Result<impl Endpoint + 'static, D
             None
         }
     };
-    Ok(api::app(settings, api::Dependencies { database }))
+    Ok(api::app(settings, database))
 }
 
 pub async fn run(mut settings: Settings) -> anyhow::Result<()> {

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use poem::{Endpoint, EndpointExt, Route};
+use poem::Endpoint;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi, OpenApiService};
 use service_kit::upstream::Upstream;
@@ -70,11 +70,5 @@ pub fn app(config: &Config) -> impl Endpoint + 'static {
         "private-service",
         env!("CARGO_PKG_VERSION"),
     );
-    let spec = api.spec_endpoint();
-    let docs = api.swagger_ui();
-    Route::new()
-        .at("/openapi.json", spec)
-        .nest("/docs", docs)
-        .nest("/", api)
-        .map_to_response()
+    service_kit::with_docs(api)
 }

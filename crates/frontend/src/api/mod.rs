@@ -6,7 +6,7 @@ mod visits;
 
 use std::sync::Arc;
 
-use poem::{Endpoint, EndpointExt, Route};
+use poem::Endpoint;
 use poem_openapi::OpenApiService;
 use service_kit::HealthApi;
 use service_kit::upstream::Upstream;
@@ -18,30 +18,19 @@ pub use connectivity::ConnectivityApi;
 pub use private_service::PrivateServiceApi;
 pub use visits::VisitsApi;
 
-/// Everything the routes need, built once at start.
-pub struct Dependencies {
-    pub database: Option<Arc<Database>>,
-}
-
 /// The routes, the OpenAPI document at `/openapi.json` and Swagger UI at `/docs`.
-pub fn app(settings: &Settings, dependencies: Dependencies) -> impl Endpoint + 'static {
+pub fn app(settings: &Settings, database: Option<Arc<Database>>) -> impl Endpoint + 'static {
     let apis = (
-        VisitsApi::new(dependencies.database.clone()),
+        VisitsApi::new(database.clone()),
         PrivateServiceApi::new(
             settings.private_service.clone(),
             Upstream::new(settings.private_service_timeout),
         ),
-        ConnectivityApi::new(&settings.connection_test, dependencies.database),
+        ConnectivityApi::new(&settings.connection_test, database),
         HealthApi,
     );
     let api = OpenApiService::new(apis, "frontend", env!("CARGO_PKG_VERSION")).description(
         "Public API on App Runner reaching an Aurora PostgreSQL database and a private ECS service.",
     );
-    let spec = api.spec_endpoint();
-    let docs = api.swagger_ui();
-    Route::new()
-        .at("/openapi.json", spec)
-        .nest("/docs", docs)
-        .nest("/", api)
-        .map_to_response()
+    service_kit::with_docs(api)
 }
