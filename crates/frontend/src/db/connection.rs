@@ -7,10 +7,11 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
 
 use postgres::error::SqlState;
 use postgres::{Client, Statement};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::{CredentialSource, DEFAULT_DB_NAME, DEFAULT_DB_PORT, DatabaseSettings};
@@ -53,29 +54,46 @@ struct Target {
     config: postgres::Config,
 }
 
+enum Credentials {
+    Static { user: String, password: SecretString },
+    Secret(SecretsClient),
+}
+
 /// Resolves where and as whom to connect: settings plus, when configured, the secret —
 /// read lazily and re-read after a rejected password.
 pub struct Targets {
-    settings: DatabaseSettings,
+    /// From the environment; a CDK-style secret fills what is unset.
+    host: Option<String>,
+    port: Option<u16>,
+    name: Option<String>,
+    credentials: Credentials,
+    connect_timeout: Duration,
+    statement_timeout: Duration,
     ssl_mode: postgres::config::SslMode,
-    secrets: Option<SecretsClient>,
     current: RwLock<Option<Arc<Target>>>,
     refresh: Mutex<()>,
 }
 
 impl Targets {
-    pub fn new(
-        settings: DatabaseSettings,
-        ssl_mode: postgres::config::SslMode,
-        secrets: Option<SecretsClient>,
-    ) -> Self {
-        Self {
-            settings,
+    /// Blocking (sets up the Secrets Manager client): call it off the async executor.
+    pub fn new(settings: DatabaseSettings, ssl_mode: postgres::config::SslMode) -> std::io::Result<Self> {
+        let credentials = match settings.credentials {
+            CredentialSource::Static { user, password } => Credentials::Static { user, password },
+            CredentialSource::SecretsManager { secret_id } => {
+                Credentials::Secret(SecretsClient::new(secret_id)?)
+            }
+        };
+        Ok(Self {
+            host: settings.host,
+            port: settings.port,
+            name: settings.name,
+            credentials,
+            connect_timeout: settings.connect_timeout,
+            statement_timeout: settings.statement_timeout,
             ssl_mode,
-            secrets,
             current: RwLock::new(None),
             refresh: Mutex::new(()),
-        }
+        })
     }
 
     /// Host and port connections go to (reads the secret if that has not happened yet).
@@ -97,7 +115,7 @@ impl Targets {
     }
 
     fn can_reload(&self) -> bool {
-        self.secrets.is_some()
+        matches!(self.credentials, Credentials::Secret(_))
     }
 
     fn current(&self) -> Result<Arc<Target>, ConnectError> {
@@ -137,14 +155,13 @@ impl Targets {
     }
 
     fn build_config(&self) -> Result<postgres::Config, ConnectError> {
-        let settings = &self.settings;
         let mut config = postgres::Config::new();
-        let (host, port, dbname) = match (&settings.credentials, &self.secrets) {
-            (CredentialSource::Static { user, password }, _) => {
+        let (host, port, name) = match &self.credentials {
+            Credentials::Static { user, password } => {
                 config.user(user).password(password.expose_secret());
-                (settings.host.clone(), settings.port, settings.name.clone())
+                (self.host.clone(), self.port, self.name.clone())
             }
-            (CredentialSource::SecretsManager { .. }, Some(secrets)) => {
+            Credentials::Secret(secrets) => {
                 let secret = secrets.fetch()?;
                 tracing::info!(
                     secret_id = secrets.secret_id(),
@@ -155,29 +172,22 @@ impl Targets {
                     .password(secret.password.expose_secret());
                 // The environment wins; the secret fills what it leaves unset (CDK-style secrets).
                 (
-                    settings.host.clone().or(secret.host),
-                    settings.port.or(secret.port),
-                    settings.name.clone().or(secret.dbname),
+                    self.host.clone().or(secret.host),
+                    self.port.or(secret.port),
+                    self.name.clone().or(secret.dbname),
                 )
-            }
-            (CredentialSource::SecretsManager { secret_id }, None) => {
-                return Err(SecretError::Fetch {
-                    secret_id: secret_id.clone(),
-                    message: "no Secrets Manager client".to_owned(),
-                }
-                .into());
             }
         };
         config
             .host(&host.ok_or(ConnectError::NoHost)?)
             .port(port.unwrap_or(DEFAULT_DB_PORT))
-            .dbname(dbname.as_deref().unwrap_or(DEFAULT_DB_NAME))
+            .dbname(name.as_deref().unwrap_or(DEFAULT_DB_NAME))
             .application_name("frontend")
-            .connect_timeout(settings.connect_timeout)
+            .connect_timeout(self.connect_timeout)
             .ssl_mode(self.ssl_mode)
             .options(&format!(
                 "-c statement_timeout={}",
-                settings.statement_timeout.as_millis()
+                self.statement_timeout.as_millis()
             ));
         Ok(config)
     }

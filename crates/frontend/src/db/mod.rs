@@ -12,10 +12,9 @@ pub use connection::{INSERT_VISITS, RECENT_VISITS};
 pub use tls::TlsError;
 pub use visits::Visit;
 
-use crate::config::{CredentialSource, DatabaseSettings};
-use crate::secrets::SecretsClient;
+use crate::config::DatabaseSettings;
 use connection::{ConnectionManager, LogConnectErrors, Targets};
-use visits::VisitWriter;
+use visits::{VisitReader, VisitWriter};
 
 type Pool = r2d2::Pool<ConnectionManager>;
 
@@ -95,6 +94,7 @@ pub struct Database {
     pool: Pool,
     targets: Arc<Targets>,
     writer: VisitWriter,
+    reader: VisitReader,
 }
 
 impl Database {
@@ -102,16 +102,10 @@ impl Database {
     /// ready at once; credentials, TLS handshake and migrations happen on the first connection.
     /// Blocking (it sets up the Secrets Manager client's runtime): call it off the async executor.
     pub fn new(settings: DatabaseSettings) -> Result<Self, DatabaseSetupError> {
-        let secrets = match &settings.credentials {
-            CredentialSource::SecretsManager { secret_id } => {
-                Some(SecretsClient::new(secret_id.clone()).map_err(DatabaseSetupError::Threads)?)
-            }
-            CredentialSource::Static { .. } => None,
-        };
         let (tls, ssl_mode) = tls::connector(&settings.tls)?;
         let (pool_size, writers, max_batch) = (settings.pool_size, settings.writers, settings.max_batch);
         let (acquire_timeout, idle_timeout) = (settings.acquire_timeout, settings.idle_timeout);
-        let targets = Arc::new(Targets::new(settings, ssl_mode, secrets));
+        let targets = Arc::new(Targets::new(settings, ssl_mode).map_err(DatabaseSetupError::Threads)?);
         let manager = ConnectionManager::new(Arc::clone(&targets), tls);
         let pool = r2d2::Pool::builder()
             .max_size(pool_size)
@@ -126,10 +120,14 @@ impl Database {
             .build_unchecked(manager);
         let writer =
             VisitWriter::start(pool.clone(), writers, max_batch).map_err(DatabaseSetupError::Threads)?;
+        // The connections the writers leave (validation keeps at least one).
+        let reader =
+            VisitReader::start(pool.clone(), pool_size - writers).map_err(DatabaseSetupError::Threads)?;
         Ok(Self {
             pool,
             targets,
             writer,
+            reader,
         })
     }
 
@@ -138,11 +136,9 @@ impl Database {
         self.writer.record(visit).await
     }
 
-    pub async fn recent_visits(self: &Arc<Self>) -> Result<Vec<Visit>, DbError> {
-        let database = Arc::clone(self);
-        tokio::task::spawn_blocking(move || visits::recent(&database.pool))
-            .await
-            .unwrap_or(Err(DbError::Failed))
+    /// The ten newest visits, read after this call began (concurrent calls share one query).
+    pub async fn recent_visits(&self) -> Result<Vec<Visit>, DbError> {
+        self.reader.recent().await.map(|visits| visits.to_vec())
     }
 
     /// Where the database is, as connections see it: the environment, or a CDK-style secret.
