@@ -4,6 +4,10 @@
 //! request makes the commit (a WAL flush) the bottleneck, so writer threads take whatever visits
 //! are queued — up to a batch limit — and commit them with one multi-row INSERT. Each request
 //! still waits for its own batch's commit, and a failed batch fails exactly its own requests.
+//!
+//! Reads are coalesced the same way: reader threads take every `GET /recent-visits` waiting and
+//! answer them all from one query. A query serves only requests that were queued before it
+//! started, so each answer is at least as fresh as a query of its own would have been.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
@@ -100,8 +104,61 @@ fn insert(pool: &Pool, batch: &[Pending]) -> Result<(), DbError> {
     Ok(())
 }
 
+type Recent = Result<Arc<[Visit]>, DbError>;
+
+/// Queue in front of the readers; a waiting read costs a few bytes.
+const READ_QUEUE_CAPACITY: usize = 4096;
+
+/// Answers recent-visit reads from shared queries (see the module documentation).
+pub struct VisitReader {
+    queue: mpsc::Sender<oneshot::Sender<Recent>>,
+}
+
+impl VisitReader {
+    /// Starts `readers` threads. They stop when the reader is dropped and the queue is empty.
+    pub fn start(pool: Pool, readers: u32) -> std::io::Result<Self> {
+        let (queue, receiver) = mpsc::channel(READ_QUEUE_CAPACITY);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for index in 0..readers.max(1) {
+            let (pool, receiver) = (pool.clone(), Arc::clone(&receiver));
+            thread::Builder::new()
+                .name(format!("visit-reader-{index}"))
+                .spawn(move || read_batches(&pool, &receiver))?;
+        }
+        Ok(Self { queue })
+    }
+
+    /// The ten newest visits, read after this call began.
+    pub async fn recent(&self) -> Recent {
+        let (answer, outcome) = oneshot::channel();
+        self.queue.send(answer).await.map_err(|_| DbError::Unavailable)?;
+        outcome.await.unwrap_or(Err(DbError::Unavailable))
+    }
+}
+
+fn read_batches(pool: &Pool, receiver: &Mutex<mpsc::Receiver<oneshot::Sender<Recent>>>) {
+    let mut waiting = Vec::new();
+    loop {
+        let received = receiver
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .blocking_recv_many(&mut waiting, READ_QUEUE_CAPACITY);
+        if received == 0 {
+            return; // the sender is gone: the service is shutting down
+        }
+        waiting.retain(|answer| !answer.is_closed());
+        if waiting.is_empty() {
+            continue;
+        }
+        let outcome: Recent = recent(pool).map(Arc::from);
+        for answer in waiting.drain(..) {
+            let _ = answer.send(outcome.clone());
+        }
+    }
+}
+
 /// The ten newest visits. Blocking: call it off the async executor.
-pub fn recent(pool: &Pool) -> Result<Vec<Visit>, DbError> {
+fn recent(pool: &Pool) -> Result<Vec<Visit>, DbError> {
     with_connection(pool, "reading recent visits", |connection| {
         let rows = connection.client.query(&connection.recent_visits, &[])?;
         rows.iter()
@@ -113,4 +170,71 @@ pub fn recent(pool: &Pool) -> Result<Vec<Visit>, DbError> {
             })
             .collect()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::Utc;
+    use harness::Postgres;
+
+    use super::Visit;
+    use crate::config::Config;
+    use crate::db::Database;
+
+    async fn database(pg: &Postgres) -> Arc<Database> {
+        let name = pg.create_database().expect("database created");
+        let port = pg.port().to_string();
+        let settings = Config::try_parse_from_args(&[
+            "frontend",
+            "--db-host",
+            pg.host(),
+            "--db-port",
+            &port,
+            "--db-name",
+            &name,
+            "--db-user",
+            "postgres",
+            "--db-pass",
+            pg.superuser_password(),
+        ])
+        .expect("valid settings");
+        let settings = settings.database.expect("database configured");
+        let database = tokio::task::spawn_blocking(move || Database::new(settings))
+            .await
+            .expect("setup thread")
+            .expect("database set up");
+        Arc::new(database)
+    }
+
+    /// Coalesced reads are never staler than a read of their own: every read that starts after
+    /// a visit was acknowledged sees it, however many reads share a query.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn coalesced_reads_see_every_visit_acknowledged_before_they_began() {
+        let pg = Postgres::start().expect("PostgreSQL starts");
+        let database = database(&pg).await;
+        for round in 0..20 {
+            let agent = format!("round {round}");
+            let visit = Visit {
+                at: Utc::now(),
+                user_agent: Some(agent.clone()),
+            };
+            database.record_visit(visit).await.expect("visit committed");
+            let reads: Vec<_> = (0..32)
+                .map(|_| {
+                    let database = Arc::clone(&database);
+                    tokio::spawn(async move { database.recent_visits().await })
+                })
+                .collect();
+            for read in reads {
+                let visits = read.await.expect("read task").expect("read succeeds");
+                assert_eq!(
+                    visits.first().and_then(|visit| visit.user_agent.as_deref()),
+                    Some(agent.as_str()),
+                    "a read that began after round {round} was acknowledged must show it first"
+                );
+            }
+        }
+    }
 }
