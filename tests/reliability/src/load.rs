@@ -25,7 +25,8 @@ use serde_json::Value;
 pub struct Target {
     pub path: String,
     pub connections: usize,
-    /// The User-Agent sent (none when `None`).
+    /// The User-Agent sent, followed by ` #<request id>` so every stored row names the request
+    /// it came from (none sent when `None`).
     pub user_agent: Option<String>,
     /// The body a 200 must have, compared as JSON; `None` accepts any JSON body.
     pub ok_body: Option<Value>,
@@ -129,6 +130,8 @@ impl Outcome {
 pub struct Record {
     /// Index into the spec's targets.
     pub target: usize,
+    /// Unique within the load; part of the User-Agent sent (see [`Report::user_agent`]).
+    pub id: u64,
     pub start: Instant,
     pub end: Instant,
     pub outcome: Outcome,
@@ -170,11 +173,14 @@ impl Load {
             .spawn(move || {
                 runtime.block_on(async move {
                     let mut workers = Vec::new();
+                    let mut client_number = 0_u64;
                     for (index, target) in thread_spec.targets.iter().enumerate() {
                         for _ in 0..target.connections {
+                            client_number += 1;
                             workers.push(tokio::spawn(client(
                                 Arc::clone(&thread_spec),
                                 index,
+                                client_number << 32,
                                 deadline,
                                 Arc::clone(&thread_stop),
                             )));
@@ -226,7 +232,14 @@ impl Load {
 }
 
 /// One simulated client: one connection at a time, one request at a time.
-async fn client(spec: Arc<LoadSpec>, target: usize, deadline: Instant, stop: Arc<AtomicBool>) -> Vec<Record> {
+async fn client(
+    spec: Arc<LoadSpec>,
+    target: usize,
+    first_id: u64,
+    deadline: Instant,
+    stop: Arc<AtomicBool>,
+) -> Vec<Record> {
+    let mut id = first_id;
     let mut records = Vec::new();
     let mut connection: Option<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> = None;
     let path = &spec.targets[target].path;
@@ -234,6 +247,7 @@ async fn client(spec: Arc<LoadSpec>, target: usize, deadline: Instant, stop: Arc
     // Bounded: the loop ends at the deadline, and every await in it has a timeout.
     while Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
         let start = Instant::now();
+        id += 1;
         // A kept-alive connection the server has closed meanwhile is replaced, not counted.
         if let Some(sender) = &mut connection
             && sender.ready().await.is_err()
@@ -247,6 +261,7 @@ async fn client(spec: Arc<LoadSpec>, target: usize, deadline: Instant, stop: Arc
                 Err(outcome) => {
                     records.push(Record {
                         target,
+                        id,
                         start,
                         end: Instant::now(),
                         outcome,
@@ -259,13 +274,14 @@ async fn client(spec: Arc<LoadSpec>, target: usize, deadline: Instant, stop: Arc
         };
         let mut request = Request::get(path.as_str()).header(HOST, &host);
         if let Some(agent) = &spec.targets[target].user_agent {
-            request = request.header(USER_AGENT, agent);
+            request = request.header(USER_AGENT, format!("{agent} #{id}"));
         }
         let request = match request.body(Empty::new()) {
             Ok(request) => request,
             Err(error) => {
                 records.push(Record {
                     target,
+                    id,
                     start,
                     end: Instant::now(),
                     outcome: Outcome::Error(format!("building the request: {error}")),
@@ -305,6 +321,7 @@ async fn client(spec: Arc<LoadSpec>, target: usize, deadline: Instant, stop: Arc
         };
         records.push(Record {
             target,
+            id,
             start,
             end: Instant::now(),
             outcome,
@@ -380,6 +397,59 @@ impl Report {
         self.records.iter().filter(move |record| record.target == index)
     }
 
+    /// The User-Agent a record's request carried (what its row must hold).
+    pub fn user_agent(&self, record: &Record) -> Option<String> {
+        let prefix = self.spec.targets[record.target].user_agent.as_ref()?;
+        Some(format!("{prefix} #{}", record.id))
+    }
+
+    /// Matches the 200s of target `index` with `stored` (the table's User-Agents): each 200
+    /// must have exactly one row, and no row may exist for a request that was not answered 200.
+    pub fn account(&self, index: usize, stored: &[Option<String>]) -> Accounting {
+        use std::collections::HashMap;
+        let mut rows: HashMap<&str, usize> = HashMap::new();
+        for agent in stored.iter().flatten() {
+            *rows.entry(agent.as_str()).or_default() += 1;
+        }
+        let mut accounting = Accounting {
+            acknowledged: 0,
+            rows: stored.len(),
+            lost: Vec::new(),
+            duplicated: Vec::new(),
+            unacknowledged: Vec::new(),
+        };
+        for record in self.of(index) {
+            let Some(agent) = self.user_agent(record) else {
+                continue;
+            };
+            let found = rows.remove(agent.as_str()).unwrap_or(0);
+            let ok = record.status() == Some(200);
+            accounting.acknowledged += usize::from(ok);
+            match (ok, found) {
+                (true, 1) | (false, 0) => {}
+                (true, 0) => accounting.lost.push(self.describe(record)),
+                (true, _) => accounting.duplicated.push(self.describe(record)),
+                (false, _) => accounting.unacknowledged.push(self.describe(record)),
+            }
+        }
+        // Rows no request of this load sent (or of another target): also wrong here.
+        accounting.unacknowledged.extend(
+            rows.keys()
+                .map(|agent| format!("a row nobody asked for: {agent:?}")),
+        );
+        accounting
+    }
+
+    fn describe(&self, record: &Record) -> String {
+        format!(
+            "request #{} sent at +{:?}, answered {} at +{:?}",
+            record.id,
+            record.start.duration_since(self.started),
+            record.outcome.label(),
+            record.end.duration_since(self.started)
+        )
+    }
+
     /// How many answers of target `index` had `status`.
     pub fn count_status(&self, index: usize, status: u16) -> usize {
         self.of(index)
@@ -428,5 +498,50 @@ impl Report {
             ));
         }
         text
+    }
+}
+
+/// Rows matched against answers, request by request.
+#[derive(Debug)]
+pub struct Accounting {
+    /// 200 answers.
+    pub acknowledged: usize,
+    /// Rows in the table.
+    pub rows: usize,
+    /// 200s without a row.
+    pub lost: Vec<String>,
+    /// 200s with more than one row.
+    pub duplicated: Vec<String>,
+    /// Rows for requests that were not answered 200 (or were never sent).
+    pub unacknowledged: Vec<String>,
+}
+
+impl Accounting {
+    pub fn is_exact(&self) -> bool {
+        self.lost.is_empty() && self.duplicated.is_empty() && self.unacknowledged.is_empty()
+    }
+}
+
+impl std::fmt::Display for Accounting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} answers 200, {} rows; lost {}, duplicated {}, stored without a 200 {}",
+            self.acknowledged,
+            self.rows,
+            self.lost.len(),
+            self.duplicated.len(),
+            self.unacknowledged.len()
+        )?;
+        for (what, list) in [
+            ("lost", &self.lost),
+            ("duplicated", &self.duplicated),
+            ("stored without a 200", &self.unacknowledged),
+        ] {
+            for entry in list.iter().take(10) {
+                write!(f, "\n  {what}: {entry}")?;
+            }
+        }
+        Ok(())
     }
 }

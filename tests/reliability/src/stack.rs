@@ -33,6 +33,11 @@ impl Stack {
         count(&self.pg, &self.db, "SELECT count(*) FROM access")
     }
 
+    /// Every stored User-Agent.
+    pub fn user_agents(&self) -> Result<Vec<Option<String>>> {
+        user_agents(&self.pg, &self.db)
+    }
+
     /// Sessions the frontend holds open on its database (`application_name = 'frontend'`).
     pub fn frontend_sessions(&self) -> Result<i64> {
         frontend_sessions(&self.pg, &self.db)
@@ -83,4 +88,16 @@ pub fn terminate_frontend_sessions(pg: &Postgres, db: &str) -> Result<i64> {
         db.replace('\'', "''")
     );
     count(pg, db, &sql)
+}
+
+/// Every User-Agent in the visits table of `db`.
+pub fn user_agents(pg: &Postgres, db: &str) -> Result<Vec<Option<String>>> {
+    pg.with_admin_client(db, |client| {
+        Ok(client
+            .query("SELECT user_agent FROM access", &[])?
+            .iter()
+            .map(|row| row.get::<_, Option<String>>(0))
+            .collect())
+    })
+    .with_context(|| format!("reading the visits of database {db}"))
 }

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use harness::{Moto, Postgres};
-use reliability_tests::stack::{addr_of, count, frontend_sessions, terminate_frontend_sessions};
+use reliability_tests::stack::{addr_of, frontend_sessions, terminate_frontend_sessions, user_agents};
 use reliability_tests::{CONNECTIONS, Load, LoadSpec, Outcome, Target, long_form, one_at_a_time};
 
 const POOL_SIZE: usize = 4;
@@ -128,8 +128,9 @@ fn rotating_the_password_under_load_costs_at_most_one_request_per_pool_connectio
     }
 
     let ok = report.count_status(0, 200);
-    let rows = count(&pg, &db, "SELECT count(*) FROM access").expect("rows counted");
-    assert_eq!(rows, ok as i64, "rows vs 200 answers across the rotation");
+    let accounting = report.account(0, &user_agents(&pg, &db).expect("visits read"));
+    assert!(accounting.is_exact(), "across the rotation: {accounting}");
+    let rows = accounting.rows;
     println!(
         "rotation: {ended} sessions ended, {} failed requests (limit {POOL_SIZE}), {ok} answers 200 = {rows} rows",
         failures.len()

@@ -114,8 +114,9 @@ fn sigterm_under_load_finishes_in_flight_requests_refuses_new_ones_and_exits_0()
     );
 
     let ok = report.count_status(0, 200);
-    let rows = stack.rows().expect("rows counted");
-    assert_eq!(rows, ok as i64, "rows vs 200 answers across SIGTERM");
+    let accounting = report.account(0, &stack.user_agents().expect("visits read"));
+    assert!(accounting.is_exact(), "across SIGTERM: {accounting}");
+    let rows = accounting.rows;
     println!(
         "sigterm: {} visits and {} slow requests in flight completed, {ok} answers 200 = {rows} rows, exit 0",
         in_flight(0),
