@@ -25,8 +25,12 @@ pub struct Connection {
     pub recent_visits: Statement,
 }
 
-pub const INSERT_VISITS: &str =
-    "INSERT INTO access (last_update, user_agent) SELECT * FROM unnest($1::timestamptz[], $2::varchar[])";
+/// Inserts a batch and names the transaction doing it, so that a COMMIT whose answer is lost can
+/// be looked up afterwards (`txid_status`).
+pub const INSERT_VISITS: &str = "WITH inserted AS (\
+     INSERT INTO access (last_update, user_agent) \
+     SELECT * FROM unnest($1::timestamptz[], $2::varchar[]) RETURNING 1) \
+     SELECT txid_current(), count(*) FROM inserted";
 pub const RECENT_VISITS: &str =
     "SELECT last_update, user_agent FROM access ORDER BY last_update DESC LIMIT 10";
 

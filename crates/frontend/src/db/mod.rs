@@ -104,6 +104,9 @@ impl Database {
     pub fn new(settings: DatabaseSettings) -> Result<Self, DatabaseSetupError> {
         let (tls, ssl_mode) = tls::connector(&settings.tls)?;
         let (pool_size, writers, max_batch) = (settings.pool_size, settings.writers, settings.max_batch);
+        // A COMMIT cut off by an outage is resolved once the database is back, given as long as
+        // a connection attempt may take (which is sized for Aurora resuming).
+        let resolve_commit_within = settings.connect_timeout;
         let (acquire_timeout, idle_timeout) = (settings.acquire_timeout, settings.idle_timeout);
         let targets = Arc::new(Targets::new(settings, ssl_mode).map_err(DatabaseSetupError::Threads)?);
         let manager = ConnectionManager::new(Arc::clone(&targets), tls);
@@ -118,8 +121,8 @@ impl Database {
             .test_on_check_out(false)
             .error_handler(Box::new(LogConnectErrors))
             .build_unchecked(manager);
-        let writer =
-            VisitWriter::start(pool.clone(), writers, max_batch).map_err(DatabaseSetupError::Threads)?;
+        let writer = VisitWriter::start(pool.clone(), writers, max_batch, resolve_commit_within)
+            .map_err(DatabaseSetupError::Threads)?;
         // The connections the writers leave (validation keeps at least one).
         let reader =
             VisitReader::start(pool.clone(), pool_size - writers).map_err(DatabaseSetupError::Threads)?;

@@ -11,11 +11,13 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{DbError, Pool, with_connection};
+use super::connection::Connection;
+use super::{DbError, Pool, error_chain, with_connection};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Visit {
@@ -37,14 +39,21 @@ pub struct VisitWriter {
 
 impl VisitWriter {
     /// Starts `writers` threads. They stop when the writer is dropped and the queue is empty.
-    pub fn start(pool: Pool, writers: u32, max_batch: usize) -> std::io::Result<Self> {
+    /// `resolve_within`: how long a batch whose COMMIT went unanswered waits for the database
+    /// to say whether it committed.
+    pub fn start(
+        pool: Pool,
+        writers: u32,
+        max_batch: usize,
+        resolve_within: Duration,
+    ) -> std::io::Result<Self> {
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let receiver = Arc::new(Mutex::new(receiver));
         for index in 0..writers {
             let (pool, receiver) = (pool.clone(), Arc::clone(&receiver));
             thread::Builder::new()
                 .name(format!("visit-writer-{index}"))
-                .spawn(move || write_batches(&pool, &receiver, max_batch))?;
+                .spawn(move || write_batches(&pool, &receiver, max_batch, resolve_within))?;
         }
         Ok(Self { queue })
     }
@@ -60,7 +69,12 @@ impl VisitWriter {
     }
 }
 
-fn write_batches(pool: &Pool, receiver: &Mutex<mpsc::Receiver<Pending>>, max_batch: usize) {
+fn write_batches(
+    pool: &Pool,
+    receiver: &Mutex<mpsc::Receiver<Pending>>,
+    max_batch: usize,
+    resolve_within: Duration,
+) {
     let mut batch = Vec::with_capacity(max_batch);
     loop {
         let received = receiver
@@ -75,33 +89,101 @@ fn write_batches(pool: &Pool, receiver: &Mutex<mpsc::Receiver<Pending>>, max_bat
         if batch.is_empty() {
             continue;
         }
-        let outcome = insert(pool, &batch);
+        let outcome = insert(pool, &batch, resolve_within);
         for pending in batch.drain(..) {
             let _ = pending.committed.send(outcome);
         }
     }
 }
 
-fn insert(pool: &Pool, batch: &[Pending]) -> Result<(), DbError> {
+fn insert(pool: &Pool, batch: &[Pending], resolve_within: Duration) -> Result<(), DbError> {
     let timestamps: Vec<DateTime<Utc>> = batch.iter().map(|pending| pending.visit.at).collect();
     let user_agents: Vec<Option<&str>> = batch
         .iter()
         .map(|pending| pending.visit.user_agent.as_deref())
         .collect();
-    let inserted = with_connection(pool, "recording visits", |connection| {
-        connection
-            .client
-            .execute(&connection.insert_visits, &[&timestamps, &user_agents])
+    let outcome = with_connection(pool, "recording visits", |connection| {
+        let Connection {
+            client,
+            insert_visits,
+            ..
+        } = connection;
+        let mut transaction = client.transaction()?;
+        let row = transaction.query_one(&*insert_visits, &[&timestamps, &user_agents])?;
+        let (xid, inserted): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+        // Up to here nothing is committed: a failure (even of the session) leaves no row.
+        Ok(match transaction.commit() {
+            Ok(()) => BatchOutcome::Committed { inserted },
+            Err(error) => BatchOutcome::CommitUnanswered { xid, error },
+        })
     })?;
-    if inserted != batch.len() as u64 {
-        tracing::error!(
-            inserted,
-            expected = batch.len(),
-            "visit batch inserted an unexpected number of rows"
-        );
-        return Err(DbError::Failed);
+    match outcome {
+        BatchOutcome::Committed { inserted } if inserted == batch.len() as i64 => Ok(()),
+        BatchOutcome::Committed { inserted } => {
+            tracing::error!(
+                inserted,
+                expected = batch.len(),
+                "visit batch inserted an unexpected number of rows"
+            );
+            Err(DbError::Failed)
+        }
+        BatchOutcome::CommitUnanswered { xid, error } => {
+            tracing::warn!(error = %error_chain(&error), xid, visits = batch.len(), "COMMIT unanswered; asking the database how it ended");
+            resolve_commit(pool, xid, resolve_within)
+        }
     }
-    Ok(())
+}
+
+enum BatchOutcome {
+    Committed {
+        inserted: i64,
+    },
+    /// The session failed between sending COMMIT and reading its answer: the batch may or may
+    /// not be durable, and only the database can say which.
+    CommitUnanswered {
+        xid: i64,
+        error: postgres::Error,
+    },
+}
+
+/// Answers a batch whose COMMIT went unanswered with what the database recorded: committed
+/// means 200, aborted means 503 with no row. If the database stays unreachable past
+/// `resolve_within`, the requests get 503 although their rows may exist — logged as such, the
+/// one case where a 503 does not prove that nothing was stored.
+fn resolve_commit(pool: &Pool, xid: i64, resolve_within: Duration) -> Result<(), DbError> {
+    let deadline = Instant::now() + resolve_within;
+    loop {
+        let status = pool
+            .get()
+            .map_err(|error| error.to_string())
+            .and_then(|mut connection| {
+                connection
+                    .client
+                    .query_one("SELECT txid_status($1)", &[&xid])
+                    .and_then(|row| row.try_get::<_, Option<String>>(0))
+                    .map_err(|error| error_chain(&error))
+            });
+        match status.as_ref().map(Option::as_deref) {
+            Ok(Some("committed")) => {
+                tracing::info!(xid, "the unanswered COMMIT had committed");
+                return Ok(());
+            }
+            Ok(Some("aborted")) => {
+                tracing::info!(xid, "the unanswered COMMIT had not committed");
+                return Err(DbError::Unavailable);
+            }
+            _ if Instant::now() >= deadline => {
+                tracing::error!(
+                    xid,
+                    ?status,
+                    "outcome of an unanswered COMMIT unknown; answering 503, rows may exist"
+                );
+                return Err(DbError::Unavailable);
+            }
+            // "in progress" (the ended backend is still finishing) or no connection yet.
+            _ => thread::sleep(Duration::from_millis(100)),
+        }
+    }
 }
 
 type Recent = Result<Arc<[Visit]>, DbError>;
@@ -236,5 +318,56 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A COMMIT whose answer was lost is answered with what the database recorded, and only an
+    /// unreachable database leaves the outcome unknown (then: 503).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unanswered_commit_is_answered_with_what_the_database_recorded() {
+        use std::time::{Duration, Instant};
+
+        use super::resolve_commit;
+        use crate::db::DbError;
+
+        let mut pg = Postgres::start().expect("PostgreSQL starts");
+        let database = database(&pg).await;
+        let (committed, aborted) = pg
+            .with_admin_client("postgres", |client| {
+                let mut transaction = client.transaction()?;
+                let committed: i64 = transaction.query_one("SELECT txid_current()", &[])?.get(0);
+                transaction.commit()?;
+                let mut transaction = client.transaction()?;
+                let aborted: i64 = transaction.query_one("SELECT txid_current()", &[])?.get(0);
+                transaction.rollback()?;
+                Ok((committed, aborted))
+            })
+            .expect("two transactions");
+
+        let resolve = |xid: i64, within: Duration| {
+            let database = Arc::clone(&database);
+            tokio::task::spawn_blocking(move || resolve_commit(&database.pool, xid, within))
+        };
+        assert_eq!(
+            resolve(committed, Duration::from_secs(5)).await.expect("thread"),
+            Ok(())
+        );
+        assert_eq!(
+            resolve(aborted, Duration::from_secs(5)).await.expect("thread"),
+            Err(DbError::Unavailable)
+        );
+
+        pg.stop().expect("PostgreSQL stops");
+        let started = Instant::now();
+        assert_eq!(
+            resolve(committed, Duration::from_millis(500))
+                .await
+                .expect("thread"),
+            Err(DbError::Unavailable),
+            "unknown outcome: no 200 without proof"
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(500),
+            "waited for the database first"
+        );
     }
 }
