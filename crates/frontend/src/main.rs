@@ -13,7 +13,11 @@ fn main() -> ExitCode {
     };
     // refinery narrates each migration; our own line per applied migration says it once.
     let _log_flush = service_kit::telemetry::init("info,refinery_core=warn");
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(settings.blocking_threads)
+        .build();
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
