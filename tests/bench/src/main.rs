@@ -146,17 +146,11 @@ fn run(args: &Args) -> Result<PathBuf> {
             .unwrap_or_else(|| "?".to_owned())
     };
     let writers: u32 = setting("DB_WRITERS").parse().unwrap_or(1);
-    let frontend_settings = [
-        "DB_POOL_SIZE",
-        "DB_WRITERS",
-        "DB_MAX_BATCH",
-        "TOKIO_BLOCKING_THREADS",
-        "RUST_LOG",
-    ]
-    .iter()
-    .map(|name| format!("{name}={}", setting(name)))
-    .collect::<Vec<_>>()
-    .join(", ");
+    let frontend_settings = ["DB_POOL_SIZE", "DB_WRITERS", "DB_MAX_BATCH", "BLOCKING_THREADS"]
+        .iter()
+        .map(|name| format!("{name}={}", setting(name)))
+        .collect::<Vec<_>>()
+        .join(", ");
 
     conditions.add(
         "PostgreSQL",
