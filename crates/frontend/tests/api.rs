@@ -37,8 +37,9 @@ impl TestApp {
             "postgres",
             "--db-pass",
             pg.superuser_password(),
+            // Long enough for a first connection's TLS handshake and migrations on a busy machine.
             "--db-acquire-timeout",
-            "1s",
+            "3s",
         ];
         args.extend_from_slice(extra_args);
         let client = app_client(&args).await;

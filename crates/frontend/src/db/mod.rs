@@ -18,11 +18,12 @@ use visits::{VisitReader, VisitWriter};
 
 type Pool = r2d2::Pool<ConnectionManager>;
 
-/// Runs `work` on a pooled connection. If the server had already ended that session (a restart,
-/// a failover, an ended backend, rotation), PostgreSQL says so in its answer to our first
-/// message, and the statement never ran: it is retried on another connection. Each such attempt
-/// discards one dead connection, so at most pool-size retries happen and a pool full of dead
-/// sessions costs no request a failure.
+/// Runs `work` on a pooled connection, and again on another one if the connection was lost
+/// (a restart, a failover, an ended session, rotation). That is safe because `work` never
+/// commits in a way that can fail after the commit took effect: reads commit nothing, and a
+/// write's COMMIT failure is not an error of `work` but resolved by the writer (see `visits`).
+/// Each retry discards a dead connection, so at most pool-size retries happen, and a pool full of
+/// dead sessions costs no request a failure.
 fn with_connection<T>(
     pool: &Pool,
     doing: &str,
@@ -35,8 +36,8 @@ fn with_connection<T>(
             DbError::Unavailable
         })?;
         match work(&mut connection) {
-            Err(error) if retries_left > 0 && session_was_already_ended(&error) => {
-                tracing::info!(error = %error_chain(&error), "pooled session had ended; retrying {doing}");
+            Err(error) if retries_left > 0 && connection_was_lost(&error) => {
+                tracing::info!(error = %error_chain(&error), "database connection lost; retrying {doing} on another");
                 retries_left -= 1;
             }
             result => return result.map_err(|error| DbError::from_statement(&error, doing)),
@@ -44,11 +45,13 @@ fn with_connection<T>(
     }
 }
 
-fn session_was_already_ended(error: &postgres::Error) -> bool {
+fn connection_was_lost(error: &postgres::Error) -> bool {
     use postgres::error::SqlState;
-    error
+    let ended_by_server = error
         .code()
-        .is_some_and(|code| *code == SqlState::ADMIN_SHUTDOWN || *code == SqlState::CRASH_SHUTDOWN)
+        .is_some_and(|code| *code == SqlState::ADMIN_SHUTDOWN || *code == SqlState::CRASH_SHUTDOWN);
+    let socket_gone = std::error::Error::source(error).is_some_and(|cause| cause.is::<std::io::Error>());
+    ended_by_server || error.is_closed() || socket_gone
 }
 
 /// Why a database operation did not happen. The client only learns that the database is

@@ -89,14 +89,54 @@ fn write_batches(
         if batch.is_empty() {
             continue;
         }
-        let outcome = insert(pool, &batch, resolve_within);
+        let outcome = match insert(pool, &batch) {
+            Written::Done(outcome) => outcome,
+            Written::CommitUnanswered { xid } => {
+                // Finding out may take until the database is back; the writer must not wait for
+                // that, or every other visit would wait with it instead of getting its 503.
+                let waiting: Vec<_> = batch.drain(..).map(|pending| pending.committed).collect();
+                resolve_in_background(pool.clone(), xid, resolve_within, waiting);
+                continue;
+            }
+        };
         for pending in batch.drain(..) {
             let _ = pending.committed.send(outcome);
         }
     }
 }
 
-fn insert(pool: &Pool, batch: &[Pending], resolve_within: Duration) -> Result<(), DbError> {
+/// What became of a batch.
+enum Written {
+    Done(Result<(), DbError>),
+    /// The session failed between sending COMMIT and reading its answer: the batch may or may
+    /// not be durable, and only the database can say which.
+    CommitUnanswered {
+        xid: i64,
+    },
+}
+
+fn resolve_in_background(
+    pool: Pool,
+    xid: i64,
+    within: Duration,
+    waiting: Vec<oneshot::Sender<Result<(), DbError>>>,
+) {
+    let answer = move || {
+        let outcome = resolve_commit(&pool, xid, within);
+        for committed in waiting {
+            let _ = committed.send(outcome);
+        }
+    };
+    // A thread per cut-off COMMIT: these come with restarts and failovers, a handful at a time.
+    if let Err(error) = thread::Builder::new()
+        .name("commit-resolver".to_owned())
+        .spawn(answer)
+    {
+        tracing::error!(%error, xid, "cannot start a thread to resolve a COMMIT; its visits get 503");
+    }
+}
+
+fn insert(pool: &Pool, batch: &[Pending]) -> Written {
     let timestamps: Vec<DateTime<Utc>> = batch.iter().map(|pending| pending.visit.at).collect();
     let user_agents: Vec<Option<&str>> = batch
         .iter()
@@ -111,39 +151,34 @@ fn insert(pool: &Pool, batch: &[Pending], resolve_within: Duration) -> Result<()
         let mut transaction = client.transaction()?;
         let row = transaction.query_one(&*insert_visits, &[&timestamps, &user_agents])?;
         let (xid, inserted): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
-        // Up to here nothing is committed: a failure (even of the session) leaves no row.
+        // Up to here nothing is committed: a failure, even a lost connection, leaves no row and
+        // may be retried; from here on only the database can say what happened.
         Ok(match transaction.commit() {
             Ok(()) => BatchOutcome::Committed { inserted },
             Err(error) => BatchOutcome::CommitUnanswered { xid, error },
         })
-    })?;
+    });
     match outcome {
-        BatchOutcome::Committed { inserted } if inserted == batch.len() as i64 => Ok(()),
-        BatchOutcome::Committed { inserted } => {
+        Err(error) => Written::Done(Err(error)),
+        Ok(BatchOutcome::Committed { inserted }) if inserted == batch.len() as i64 => Written::Done(Ok(())),
+        Ok(BatchOutcome::Committed { inserted }) => {
             tracing::error!(
                 inserted,
                 expected = batch.len(),
                 "visit batch inserted an unexpected number of rows"
             );
-            Err(DbError::Failed)
+            Written::Done(Err(DbError::Failed))
         }
-        BatchOutcome::CommitUnanswered { xid, error } => {
+        Ok(BatchOutcome::CommitUnanswered { xid, error }) => {
             tracing::warn!(error = %error_chain(&error), xid, visits = batch.len(), "COMMIT unanswered; asking the database how it ended");
-            resolve_commit(pool, xid, resolve_within)
+            Written::CommitUnanswered { xid }
         }
     }
 }
 
 enum BatchOutcome {
-    Committed {
-        inserted: i64,
-    },
-    /// The session failed between sending COMMIT and reading its answer: the batch may or may
-    /// not be durable, and only the database can say which.
-    CommitUnanswered {
-        xid: i64,
-        error: postgres::Error,
-    },
+    Committed { inserted: i64 },
+    CommitUnanswered { xid: i64, error: postgres::Error },
 }
 
 /// Answers a batch whose COMMIT went unanswered with what the database recorded: committed
