@@ -225,12 +225,16 @@ fn percentile(sorted: &[u64], fraction: f64) -> f64 {
     sorted[index] as f64
 }
 
-/// The SQL the frontend's visit writers run (`crates/frontend/src/db/connection.rs`), with the
-/// arrays built server-side for a batch of `rows` visits sharing one timestamp, as a batch does.
+/// The transaction the frontend's visit writers run (`crates/frontend/src/db/visits.rs` and
+/// `connection.rs`: BEGIN, the batch INSERT reporting its transaction id, COMMIT), with the arrays
+/// built server-side for a batch of `rows` visits sharing one timestamp, as a batch does.
 pub fn insert_script(rows: usize) -> String {
     format!(
-        "INSERT INTO access (last_update, user_agent) SELECT * FROM unnest(\
-         array_fill(clock_timestamp(), ARRAY[{rows}]), array_fill(:ua::varchar, ARRAY[{rows}]));\n"
+        "BEGIN;\n\
+         WITH inserted AS (INSERT INTO access (last_update, user_agent) SELECT * FROM unnest(\
+         array_fill(clock_timestamp(), ARRAY[{rows}]), array_fill(:ua::varchar, ARRAY[{rows}])) RETURNING 1) \
+         SELECT txid_current(), count(*) FROM inserted;\n\
+         COMMIT;\n"
     )
 }
 

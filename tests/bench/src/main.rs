@@ -428,7 +428,7 @@ impl Report {
             md,
             "\n## `GET /` (group commit) vs pgbench INSERT\n\n\
              Each visit is answered only after the transaction holding its row commits. pgbench runs the \
-             frontend's statement (`INSERT INTO access … SELECT * FROM unnest(…)`) as prepared statements. \
+             frontend's transaction (`BEGIN`; `INSERT INTO access … SELECT * FROM unnest(…) RETURNING` with `txid_current()`; `COMMIT`) as prepared statements. \
              *batch* = rows per transaction the frontend committed (rows counted in the table ÷ transaction ids used); \
              the batched limit is pgbench inserting batches of that size on {} connection(s), as many as the frontend has writers.\n",
             self.writers
