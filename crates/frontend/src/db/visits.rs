@@ -76,19 +76,10 @@ fn write_batches(
     resolve_within: Duration,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
-    loop {
-        let received = receiver
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .blocking_recv_many(&mut batch, max_batch);
-        if received == 0 {
-            return; // the sender is gone: the service is shutting down
-        }
-        // A caller that stopped waiting (client gone) must not get a row it was never told of.
-        batch.retain(|pending| !pending.committed.is_closed());
-        if batch.is_empty() {
-            continue;
-        }
+    // A caller that stopped waiting (client gone) must not get a row it was never told of.
+    while next_batch(receiver, &mut batch, max_batch, |pending| {
+        pending.committed.is_closed()
+    }) {
         let outcome = match insert(pool, &batch) {
             Written::Done(outcome) => outcome,
             Written::CommitUnanswered { xid } => {
@@ -103,6 +94,28 @@ fn write_batches(
             let _ = pending.committed.send(outcome);
         }
     }
+}
+
+/// Blocks until at least one queued request whose caller still waits is in `batch` (up to
+/// `max`, all that is queued), dropping those whose caller left. False once the queue is closed
+/// and empty: the service is shutting down.
+fn next_batch<T>(
+    receiver: &Mutex<mpsc::Receiver<T>>,
+    batch: &mut Vec<T>,
+    max: usize,
+    caller_left: impl Fn(&T) -> bool,
+) -> bool {
+    while batch.is_empty() {
+        let received = receiver
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .blocking_recv_many(batch, max);
+        if received == 0 {
+            return false;
+        }
+        batch.retain(|request| !caller_left(request));
+    }
+    true
 }
 
 /// What became of a batch.
@@ -255,18 +268,12 @@ impl VisitReader {
 
 fn read_batches(pool: &Pool, receiver: &Mutex<mpsc::Receiver<oneshot::Sender<Recent>>>) {
     let mut waiting = Vec::new();
-    loop {
-        let received = receiver
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .blocking_recv_many(&mut waiting, READ_QUEUE_CAPACITY);
-        if received == 0 {
-            return; // the sender is gone: the service is shutting down
-        }
-        waiting.retain(|answer| !answer.is_closed());
-        if waiting.is_empty() {
-            continue;
-        }
+    while next_batch(
+        receiver,
+        &mut waiting,
+        READ_QUEUE_CAPACITY,
+        oneshot::Sender::is_closed,
+    ) {
         let outcome: Recent = recent(pool).map(Arc::from);
         for answer in waiting.drain(..) {
             let _ = answer.send(outcome.clone());
