@@ -141,6 +141,11 @@ MUTATIONS = [
      "reference", "resources.push-frontend.properties.create"),
     ("cycle through a rule", [((R, "connector-sg", "properties", "description"), "${connector-to-db.id}")],
      "cycle", None),
+    ("name too long for the sample stack", [((R, "autoscaling", "properties", "autoScalingConfigurationName"),
+                                             "${pulumi.project}-${pulumi.stack}-autoscaling")],
+     "aws-name", "resources.autoscaling.properties.autoScalingConfigurationName"),
+    ("fixed ECR name with an upper-case letter", [((R, "frontend-repo", "properties", "name"), "Frontend")],
+     "aws-name", "resources.frontend-repo.properties.name"),
 ]
 
 
@@ -159,6 +164,45 @@ def test_mutation_is_reported(tmp_path: pathlib.Path, base_tree, name, changes, 
     (tmp_path / "Pulumi.dev.yaml").write_text((REPO / "pulumi" / "Pulumi.dev.yaml").read_text())
     errors = [d for d in check_program(target) if d.severity == "error"]
     assert any(d.code == code and (path is None or d.path == path) for d in errors), [str(d) for d in errors]
+
+
+# ---------------------------------------------------------------- AWS name rules for stack names
+
+# The rule README.md states: lowercase letters, digits and single hyphens, no hyphen first or last, <= 23 chars.
+GOOD_STACKS = ["dev", "prod-eu", "staging2", "a" * 23, "1st"]
+BAD_STACKS = {
+    "my_stack": {"resources.db.properties.finalSnapshotIdentifier"},
+    "prod.eu": {"resources.db.properties.finalSnapshotIdentifier", "resources.private-service-task.properties.family",
+                "resources.vpc-connector.properties.vpcConnectorName",
+                "resources.autoscaling.properties.autoScalingConfigurationName",
+                "resources.frontend.properties.serviceName"},
+    "Dev": {"resources.frontend-repo.properties.name", "resources.private-service-repo.properties.name"},
+    "a" * 24: {"resources.autoscaling.properties.autoScalingConfigurationName"},
+    "abcdefghijklmnopqrstuvwxyz1234": {"resources.autoscaling.properties.autoScalingConfigurationName"},
+    "prod-": {"resources.db.properties.finalSnapshotIdentifier", "resources.frontend-repo.properties.name",
+              "resources.private-service-repo.properties.name"},
+    "prod--eu": {"resources.db.properties.finalSnapshotIdentifier", "resources.frontend-repo.properties.name",
+                 "resources.private-service-repo.properties.name"},
+}
+
+
+@pytest.mark.parametrize("stack", GOOD_STACKS)
+def test_good_stack_names_pass_the_aws_name_rules(stack):
+    assert [str(d) for d in check_program(PROGRAM, stack_names=[stack]) if d.code == "aws-name"] == []
+
+
+@pytest.mark.parametrize("stack,paths", BAD_STACKS.items(), ids=list(BAD_STACKS))
+def test_bad_stack_names_are_reported_where_they_break_a_name(stack, paths):
+    diags = [d for d in check_program(PROGRAM, stack_names=[stack]) if d.code == "aws-name"]
+    assert {d.path for d in diags} == paths
+    assert all(repr(stack) in d.message for d in diags)
+
+
+def test_stack_file_names_are_checked(tmp_path):
+    (tmp_path / "Pulumi.yaml").write_text(PROGRAM.read_text())
+    (tmp_path / "Pulumi.my_stack.yaml").write_text("config:\n  aws:region: eu-west-1\n")
+    assert {(d.code, d.path) for d in check_program(tmp_path / "Pulumi.yaml")} == {
+        ("aws-name", "resources.db.properties.finalSnapshotIdentifier")}
 
 
 def test_undeclared_stack_setting_is_reported(tmp_path):

@@ -5,13 +5,16 @@ resource does not break them, while rewiring one (a port opened to the world, a 
 left on a mutable tag) does.
 """
 
+import copy
 import re
 
 import pytest
 import yaml
-from pulumi_paths import STACK
+from pulumi_paths import REPO, STACK
 
+from yamlcheck import names as aws_names
 from yamlcheck import parse_interpolation, refs_in
+from yamlcheck import sdkschema as S
 from yamlcheck.program import Ref
 
 
@@ -95,7 +98,23 @@ def test_vpc_has_public_and_private_subnets_dns_and_nat(program, resources):
     assert {s["type"] for s in p["subnetSpecs"]} == {"Public", "Private"}
     assert ref_to(p["natGateways"]["strategy"], "natStrategy")
     assert config_default(program, "natStrategy") == "Single"
-    assert config_default(program, "availabilityZones") >= 2
+
+
+def test_vpc_zones_are_two_named_zones_that_can_be_excluded_by_id(program, resources):
+    """awsx 3.11 throws when both availabilityZoneNames and numberOfAvailabilityZones are given, and takes an
+    empty name list as zero zones: so the names are always given, picked from the region's available zones."""
+    p = only(resources, "awsx:ec2:Vpc")[1]["properties"]
+    assert "numberOfAvailabilityZones" not in p
+    picks = [z["fn::select"] for z in p["availabilityZoneNames"]]
+    assert [i for i, _ in picks] == [0, 1]
+    (source,) = {ref(lst).root for _, lst in picks}
+    invoke = program["variables"][source]["fn::invoke"]
+    assert invoke["function"] == "aws:getAvailabilityZones" and invoke["return"] == "names"
+    args = invoke["arguments"]
+    assert args["state"] == "available"
+    assert {"name": "opt-in-status", "values": ["opt-in-not-required"]} in args["filters"]  # no Local Zones
+    assert ref_to(args["excludeZoneIds"], "excludedAvailabilityZoneIds")
+    assert config_default(program, "excludedAvailabilityZoneIds") == []
 
 
 def test_everything_private_sits_in_private_subnets(resources):
@@ -214,34 +233,33 @@ def test_role_trust_matches_its_principal(resources, apprunner):
     assert principal(access) == "build.apprunner.amazonaws.com"
     assert principal(instance) == "tasks.apprunner.amazonaws.com"
     task = only(resources, "aws:ecs:TaskDefinition")[1]["properties"]
-    assert principal(ref(task["taskRoleArn"]).root) == "ecs-tasks.amazonaws.com"
     assert principal(ref(task["executionRoleArn"]).root) == "ecs-tasks.amazonaws.com"
 
 
-def test_no_wildcard_grants_beyond_ecs_exec(resources):
-    """`Resource: "*"` is allowed only for actions that take no resource ARN (ssmmessages, DescribeLogGroups)."""
-    allowed_star = {"ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel",
-                    "ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel", "logs:DescribeLogGroups"}
+def test_no_wildcard_grants(resources):
     for name, r in of_type(resources, "aws:iam:RolePolicy").items():
         for stmt in statements(r):
             actions = set(as_list(stmt["Action"]))
             assert not any(a == "*" or a.endswith(":*") for a in actions), name
-            if stmt["Resource"] == "*":
-                assert actions <= allowed_star, (name, actions)
+            assert stmt["Resource"] != "*", (name, actions)
 
 
-def test_ecs_exec_is_wired(resources):
+def check_ecs_exec_is_off(program):
+    """The images have no shell (nix/images.nix): ECS Exec would have nothing to run, and its SSM agent costs CPU."""
+    resources = program["resources"]
     _, svc = only(resources, "aws:ecs:Service")
-    assert svc["properties"]["enableExecuteCommand"] is True
-    task_role = ref(only(resources, "aws:ecs:TaskDefinition")[1]["properties"]["taskRoleArn"]).root
-    actions = {a for r in of_type(resources, "aws:iam:RolePolicy").values()
-               if ref_to(r["properties"]["role"], task_role, "id") for s in statements(r) for a in as_list(s["Action"])}
-    assert {"ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel",
-            "ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel"} <= actions
+    assert svc["properties"].get("enableExecuteCommand", False) is False
+    text = yaml.safe_dump(program)
+    assert "ssmmessages:" not in text  # no grant for the SSM message channels, anywhere
     _, cluster = only(resources, "aws:ecs:Cluster")
-    exec_cfg = cluster["properties"]["configuration"]["executeCommandConfiguration"]
-    assert exec_cfg["logging"] == "OVERRIDE" and ref(exec_cfg["logConfiguration"]["cloudWatchLogGroupName"])
+    assert "executeCommandConfiguration" not in (cluster["properties"].get("configuration") or {})
+    # The private service calls no AWS API: no task role at all.
+    assert "taskRoleArn" not in only(resources, "aws:ecs:TaskDefinition")[1]["properties"]
     assert any(s["name"] == "containerInsights" for s in cluster["properties"]["settings"])
+
+
+def test_ecs_exec_is_off(program):
+    check_ecs_exec_is_off(program)
 
 
 # ---------------------------------------------------------------- ECS private service
@@ -263,7 +281,7 @@ def test_private_service_runs_on_fargate_spot_after_the_association(resources):
 def test_private_service_waits_for_its_iam_and_image(resources):
     _, svc = only(resources, "aws:ecs:Service")
     task = only(resources, "aws:ecs:TaskDefinition")[1]["properties"]
-    roles = {ref(task["taskRoleArn"]).root, ref(task["executionRoleArn"]).root}
+    roles = {ref(task[k]).root for k in ("taskRoleArn", "executionRoleArn") if k in task}
     iam = {n for t in ("aws:iam:RolePolicy", "aws:iam:RolePolicyAttachment") for n, r in of_type(resources, t).items()
            if ref(r["properties"]["role"]).root in roles}
     assert iam and iam <= depends_on(svc)
@@ -320,16 +338,22 @@ def test_apprunner_listens_on_8080_and_gets_its_settings(program, resources, app
     assert image["imageRepositoryType"] == "ECR"
     db = only(resources, "aws:rds:Cluster")[0]
     assert set(env) == {"APPRUNNERSERVICE", "DBSECRETSNAME", "DB_HOST", "DB_PORT", "DB_NAME", "DB_SSLMODE",
-                        "DB_SSLROOTCERT", "ECSPRIVATESERVICE"}
+                        "ECSPRIVATESERVICE"}  # no DB_SSLROOTCERT: the RDS CA bundle is compiled into the frontend
     assert not any(k.startswith("AWSAPPRUNNER") for k in env)  # App Runner rejects these names
     assert env["APPRUNNERSERVICE"]
     assert ref_to(env["DB_HOST"], db, "endpoint")
     assert ref_to(env["DB_PORT"], db, "port")
     assert ref_to(env["DB_NAME"], db, "databaseName")
-    assert ref_to(env["DB_SSLMODE"], "dbSslMode") and config_default(program, "dbSslMode") == "require"
-    assert ref_to(env["DB_SSLROOTCERT"], "dbSslRootCert")
+    check_db_tls_is_verified(program)
     assert ref(apprunner["autoScalingConfigurationArn"]).root in of_type(
         resources, "aws:apprunner:AutoScalingConfigurationVersion")
+
+
+def check_db_tls_is_verified(program):
+    env = only(program["resources"], "aws:apprunner:Service")[1]["properties"]["sourceConfiguration"][
+        "imageRepository"]["imageConfiguration"]["runtimeEnvironmentVariables"]
+    assert ref_to(env["DB_SSLMODE"], "dbSslMode") and config_default(program, "dbSslMode") == "verify-full"
+    assert "DB_SSLROOTCERT" not in env and "dbSslRootCert" not in program["config"]
 
 
 def test_apprunner_waits_for_iam_image_database_and_private_service(resources, apprunner):
@@ -367,7 +391,8 @@ def test_images_are_referenced_by_the_pushed_digest(program, resources, image_re
     assert len(parts) == 3 and parts[1] == "@", value
     repo, push = parts[0], parts[2]
     assert resources[repo.root]["type"] == "aws:ecr:Repository" and repo.accessors == ("repositoryUrl",)
-    assert resources[repo.root]["properties"]["name"] == image  # the names `nix run .#push-images` uses
+    # <project>-<stack>/<image>: what `nix run .#push-images -- <registry>/<project>-<stack>` pushes to
+    assert resources[repo.root]["properties"]["name"] == f"${{pulumi.project}}-${{pulumi.stack}}/{image}"
     assert resources[push.root]["type"] == "command:local:Command" and push.accessors == ("stdout",)
     cmd = resources[push.root]
     p = cmd["properties"]
@@ -379,17 +404,93 @@ def test_images_are_referenced_by_the_pushed_digest(program, resources, image_re
     assert {"fn::filebase64sha256": f"${{{archive_cfg}}}"} in p["triggers"]
     assert f"${{{repo.root}.repositoryUrl}}" in p["triggers"]
     assert cmd["options"]["replaceOnChanges"] == ["triggers"]
-    # ...and otherwise (a fresh ECR token) only re-prints the digest it pushed.
+    # ...and otherwise (the script or a path changed; the pushed image did not) only re-prints its digest.
     assert p["update"] == "printf '%s' \"$PULUMI_COMMAND_STDOUT\""
-    assert p["environment"]["ECR_AUTH"] == {"fn::secret": "${ecr-token.authorizationToken}"}
+    check_push_inputs_are_stable(program)
 
 
-def test_push_script_prints_only_a_checked_digest(program):
-    script = program["variables"]["push-script"]
+def check_push_inputs_are_stable(program):
+    """No push command input may change from run to run (a fresh ECR token did): pulumi-command 1.2.1 marks every
+    output unknown in preview when any input changed, so the digest, the task definition and both services would
+    show as changing on every `pulumi preview`, and `--expect-no-changes` could never pass."""
+    resources = program["resources"]
+    for name, cmd in of_type(resources, "command:local:Command").items():
+        p = cmd["properties"]
+        assert set(p["environment"]) == {"ARCHIVE", "REPOSITORY", "REGION"}, name
+        assert ref_to(p["environment"]["REGION"], "aws:region")
+        text = yaml.safe_dump(p)
+        assert "fn::secret" not in text and "fn::invoke" not in text, name
+        for r in refs_in(p):
+            target = program.get("variables", {}).get(r.root)
+            assert not (isinstance(target, dict) and "fn::invoke" in target), (name, r.text)
+
+
+def check_push_script(script: str):
     assert "--digestfile" in script and "docker-archive:$ARCHIVE" in script and ">&2" in script
-    assert "--dest-authfile" in script and "umask 077" in script  # the credential never reaches argv
+    # The script logs in itself; the password goes through a pipe into a 0600 auth file, never into argv.
+    assert 'aws ecr get-login-password --region "$REGION"' in script and "--password-stdin" in script
+    assert "--dest-authfile" in script and "umask 077" in script
+    # skopeo refuses to copy without a trust policy, and a host may have none: the script brings its own.
+    assert "skopeo --insecure-policy copy" in script or re.search(r"skopeo --policy \S+ copy", script)
+    assert "tls-verify" not in script and "--dest-cert-dir" not in script  # TLS to ECR stays verified
     assert "${" not in script  # Pulumi would interpolate it
     assert "sha256:" + "?" * 64 in script
+
+
+def test_push_script_logs_in_itself_brings_its_policy_and_prints_only_a_checked_digest(program):
+    check_push_script(program["variables"]["push-script"])
+
+
+def test_push_images_script_uses_the_same_steps():
+    text = (REPO / "nix" / "push-images.sh").read_text()
+    assert "skopeo --insecure-policy copy" in text and "--password-stdin" in text and "--dest-authfile" in text
+    assert "builtins.readFile ./push-images.sh" in (REPO / "nix" / "push-images.nix").read_text()
+
+
+def check_names_are_stack_scoped(program):
+    """Every name AWS keeps per account and region embeds the stack, so a second stack cannot collide."""
+    checked = 0
+    for name, r in program["resources"].items():
+        schema = S.resource(r["type"])
+        for prop, value in (r.get("properties") or {}).items():
+            if schema is not None and aws_names.rule_for(schema.token, prop) is not None:
+                checked += 1
+                assert "${pulumi.stack}" in str(value), f"{name}.{prop} = {value!r} is the same for every stack"
+    assert checked >= 6
+
+
+def test_names_are_stack_scoped(program):
+    check_names_are_stack_scoped(program)
+
+
+# Each mistake this issue fixed, put back into the program: the check for it must fail.
+POLICY_MUTATIONS = [
+    ("fixed ECR name", check_names_are_stack_scoped,
+     lambda prog: prog["resources"]["frontend-repo"]["properties"].update(name="frontend")),
+    ("ECR token as a secret input of the push", check_push_inputs_are_stable,
+     lambda prog: prog["resources"]["push-frontend"]["properties"]["environment"].update(
+         ECR_AUTH={"fn::secret": "${ecr-token.authorizationToken}"})),
+    ("ECS Exec on", check_ecs_exec_is_off,
+     lambda prog: prog["resources"]["private-service"]["properties"].update(enableExecuteCommand=True)),
+    ("dbSslMode default require", check_db_tls_is_verified,
+     lambda prog: prog["config"]["dbSslMode"].update(default="require")),
+    ("DB_SSLROOTCERT set again", check_db_tls_is_verified,
+     lambda prog: only(prog["resources"], "aws:apprunner:Service")[1]["properties"]["sourceConfiguration"][
+         "imageRepository"]["imageConfiguration"]["runtimeEnvironmentVariables"].update(
+         DB_SSLROOTCERT="/etc/ssl/certs/rds-global-bundle.pem")),
+    ("push without its own policy", lambda prog: check_push_script(prog["variables"]["push-script"]),
+     lambda prog: prog["variables"].update(
+         {"push-script": prog["variables"]["push-script"].replace("--insecure-policy ", "")})),
+]
+
+
+@pytest.mark.parametrize("name,check,mutate", POLICY_MUTATIONS, ids=[m[0] for m in POLICY_MUTATIONS])
+def test_policy_check_bites(program, name, check, mutate):
+    check(program)  # holds for the real program...
+    mutated = copy.deepcopy(program)
+    mutate(mutated)
+    with pytest.raises(AssertionError):  # ...and fails for the mutated one
+        check(mutated)
 
 
 def test_no_mutable_tags_anywhere(program):

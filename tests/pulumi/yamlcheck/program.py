@@ -19,6 +19,8 @@ What it checks, each with a diagnostic code the tests assert on:
   option            options outside `options:`, unknown options, bad dependsOn/provider/parent targets,
                     ignoreChanges naming no input, version conflicts with the default provider
   cycle             resources/variables that depend on each other
+  aws-name          a name built from the stack/project name that AWS would reject for one of the known
+                    stack names (see names.py)
   deprecated        (warning) use of a deprecated input
 """
 
@@ -32,6 +34,7 @@ import typing
 
 import yaml
 
+from . import names as N
 from . import sdkschema as S
 from .sdkschema import ANY, ARCHIVE, ASSET, BOOLEAN, INTEGER, NUMBER, STRING, Field, Type
 
@@ -225,11 +228,15 @@ def _suggest(name: str, choices) -> str:
 
 
 class Checker:
-    def __init__(self, program_path: pathlib.Path, stack_files: typing.Iterable[pathlib.Path] = ()):
+    def __init__(self, program_path: pathlib.Path, stack_files: typing.Iterable[pathlib.Path] = (),
+                 stack_names: typing.Iterable[str] = ()):
         self.path = pathlib.Path(program_path)
         self.doc = _Doc(self.path.read_text(encoding="utf-8"))
         self.program = self.doc.value if isinstance(self.doc.value, dict) else {}
         self.stack_files = [pathlib.Path(p) for p in stack_files]
+        # Stack names the AWS name rules are checked for: Pulumi.<stack>.yaml beside the program, plus any given.
+        self.stack_names = [f.name[len("Pulumi."):-len(".yaml")] for f in self.stack_files
+                            if f.name.startswith("Pulumi.") and f.name.endswith(".yaml")] + list(stack_names)
         self.diags: list[Diagnostic] = []
         self.config: dict[str, Type] = {}
         self.config_values: dict[str, list] = {}  # config name -> literal values it may take (default, stack files)
@@ -292,7 +299,36 @@ class Checker:
         for name, value in (self.program.get("outputs") or {}).items():
             self.check(value, None, f"outputs.{name}")
         self._cycles()
+        self._aws_names()
         return self.diags
+
+    # -- AWS name rules for names built from the stack name
+    def _aws_names(self):
+        project = str(self.program.get("name") or "")
+        for stack in self.stack_names:
+            if not N.PULUMI_STACK.fullmatch(stack):
+                self.err("aws-name", "stack", f"{stack!r} is not a Pulumi stack name ([A-Za-z0-9_.-], 1-100)")
+        for name, res in self.resources.items():
+            schema = self.schemas.get(name)
+            props = res.get("properties") if isinstance(res, dict) else None
+            if schema is None or not isinstance(props, dict):
+                continue
+            for prop, value in props.items():
+                rule = N.rule_for(schema.token, prop)
+                if rule is None or not isinstance(value, str):
+                    continue
+                parts, error = parse_interpolation(value)
+                refs = [p for p in parts if isinstance(p, Ref)]
+                if error or any(r.root != "pulumi" or r.accessors not in (("stack",), ("project",)) for r in refs):
+                    continue  # depends on something only a deployment knows
+                for stack in self.stack_names if refs else [None]:
+                    rendered = "".join(p if isinstance(p, str) else (stack if p.accessors == ("stack",) else project)
+                                       for p in parts)
+                    problem = rule.problem(rendered)
+                    if problem:
+                        where = f" for stack {stack!r}" if stack is not None else ""
+                        self.err("aws-name", f"resources.{name}.properties.{prop}",
+                                 f"{prop} would be {rendered!r}{where}: {problem}")
 
     # -- top level, names, config
     def _top_level(self):
@@ -907,9 +943,10 @@ class Checker:
                 visit(node)
 
 
-def check_program(program: str | pathlib.Path, stack_files=None) -> list[Diagnostic]:
-    """Check one Pulumi.yaml; stack files default to the Pulumi.*.yaml beside it."""
+def check_program(program: str | pathlib.Path, stack_files=None, stack_names=()) -> list[Diagnostic]:
+    """Check one Pulumi.yaml; stack files default to the Pulumi.*.yaml beside it. The AWS name rules are
+    checked for the stacks of those files and for `stack_names`."""
     program = pathlib.Path(program)
     if stack_files is None:
         stack_files = sorted(program.parent.glob("Pulumi.*.yaml"))
-    return Checker(program, stack_files).run()
+    return Checker(program, stack_files, stack_names).run()

@@ -120,8 +120,18 @@ def convert(annotation, module) -> tuple[Type, bool]:
         rest = [m for m in members if m is not type(None) and not _is_awaitable(m) and not _is_output_ref(m)]
         if len(rest) == 1:
             return _convert_inner(rest[0], module), plain
-        return _union([_convert_inner(m, module) for m in rest]), plain
+        # Invoke arguments also accept a TypedDict twin (`...ArgsDict`) of their Args class: the same shape.
+        members = [_convert_inner(m, module) for m in rest if not _is_typeddict(m, module)]
+        return (members[0] if len(members) == 1 else _union(members)), plain
     return _convert_inner(t, module), plain
+
+
+def _is_typeddict(t, module) -> bool:
+    if isinstance(t, str):
+        t = typing.ForwardRef(t)
+    if isinstance(t, typing.ForwardRef):
+        t = _resolve_forward(t, module)
+    return typing.is_typeddict(t)
 
 
 def _union(members: list[Type]) -> Type:
