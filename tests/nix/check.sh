@@ -10,6 +10,12 @@
 #   5. no-c-tls      Cargo.lock has no C TLS crate (aws-lc-sys, aws-lc-rs, openssl-sys, openssl,
 #                    native-tls): the static musl images depend on it
 #   6. no-c-tls-bites  the same assertion rejects a lock file that has one, so it cannot pass vacuously
+#   7. images-*      nix/check-image.sh (checks.images-contract) against docker-archives laid out as
+#                    nixpkgs' stream_layered_image.py + buildLayeredImage lay them out
+#                    (tests/nix/image_archive.py, from a fake store): it accepts a correct image and
+#                    rejects, each with its own message, an extra file (in /bin or beside the store),
+#                    an extra store path, a missing CA bundle, a root user, a wrong port, an oversize
+#                    or uncompressed archive, a libc or shell
 #
 # Usage: tests/nix/check.sh            (from anywhere inside the repository)
 #        CARGO_LOCK=path tests/nix/check.sh   to assert a different lock file in step 5
@@ -21,7 +27,7 @@ export PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
 export NIX_CONFIG=$'experimental-features = nix-command flakes\nflake-registry = \nsubstituters ='
 
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT  # the fake store is read-only
 
 passed=0
 failed=0
@@ -38,7 +44,7 @@ check() {
   fi
 }
 
-for tool in nix nix-instantiate deadnix nixpkgs-fmt; do
+for tool in nix nix-instantiate deadnix nixpkgs-fmt python3 jq tar timeout; do
   if ! command -v "$tool" >/dev/null; then
     echo "FAIL  $tool is not installed (run tests/nix/setup.sh)"
     failed=$((failed + 1))
@@ -86,12 +92,169 @@ rejects_c_tls() {
   ! no_c_tls "$work/bad.lock"
 }
 
+# --- images-contract: nix/check-image.sh on archives shaped like the real ones ---
+# A fake store standing in for /nix/store: the static binary, a cacert-like path, and paths that must
+# never be in an image (a shell, a libc, something unrelated). Modes as in the store (0555/0444).
+image_root=$work/image-root
+store=/nix/store
+frontend_path=$store/0c9ai5x1b8wqb2dqyw5fzq1xixv3x9ld-frontend-0.1.0
+cacert_path=$store/b3q2z0kqz6r5vq7c4mnwpkyj4d1cx8s2-nss-cacert-3.115
+busybox_path=$store/4hq1jd8kzhfcm8s3ia5c2x8wh9bmrxgl-busybox-1.36.1
+glibc_path=$store/7m0l3zbmdk3fcjm4wdxy7k1ad2alq8hd-glibc-2.40-66
+tzdata_path=$store/pq2wq6m4rw0i4b5qxd9x6sm2ajm0ph6s-tzdata-2025b
+entrypoint=$frontend_path/bin/frontend
+ca_bundle=$cacert_path/etc/ssl/certs/ca-bundle.crt
+image_budget=$((20 * 1024 * 1024))
+
+make_image_fixture() {
+  local r=$image_root
+  mkdir -p "$r$frontend_path/bin" "$r$cacert_path/etc/ssl/certs" "$r$busybox_path/bin" \
+    "$r$glibc_path/lib" "$r$tzdata_path/share/zoneinfo"
+  printf '\177ELF static binary stand-in\n' >"$r$entrypoint"
+  printf -- '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n' >"$r$ca_bundle"
+  ln -s ca-bundle.crt "$r$cacert_path/etc/ssl/certs/ca-certificates.crt"
+  printf 'busybox\n' >"$r$busybox_path/bin/busybox"
+  ln -s busybox "$r$busybox_path/bin/sh"
+  printf 'libc\n' >"$r$glibc_path/lib/libc.so.6"
+  printf 'UTC\n' >"$r$tzdata_path/share/zoneinfo/UTC"
+  chmod 0555 "$r$entrypoint" "$r$busybox_path/bin/busybox"
+  chmod 0444 "$r$ca_bundle" "$r$glibc_path/lib/libc.so.6" "$r$tzdata_path/share/zoneinfo/UTC"
+  find "$r$store" -mindepth 1 -type d -exec chmod 0555 {} +
+
+  # The image's `config` as nix/images.nix sets it, and closureInfo's store-paths for it.
+  jq -n --arg exe "$entrypoint" --arg ca "$ca_bundle" '{
+    Entrypoint: [$exe], User: "65534:65534", ExposedPorts: {"8080/tcp": {}},
+    Env: ["PORT=8080", "SSL_CERT_FILE=\($ca)"],
+    Labels: {"org.opencontainers.image.title": "frontend", "org.opencontainers.image.version": "0.1.0"}
+  }' >"$work/image-config.json"
+  printf '%s\n' "$cacert_path" "$frontend_path" >"$work/image-closure"
+}
+
+# image_archive [generator args...]: $work/image.tar.gz from the fixture, the right image by default.
+image_archive() {
+  local config=$work/image-config.json
+  if [ -n "${config_edit:-}" ]; then
+    jq "$config_edit" "$work/image-config.json" >"$work/image-config-edited.json"
+    config=$work/image-config-edited.json
+  fi
+  python3 tests/nix/image_archive.py --root "$image_root" --config "$config" \
+    --repo-tag frontend:0000000000000000000000000000000 "$@" "$work/image.tar.gz"
+}
+
+run_contract() {
+  bash nix/check-image.sh frontend "$work/image.tar.gz" "$entrypoint" \
+    "${closure:-$work/image-closure}" "${budget:-$image_budget}"
+}
+
+contract_accepts() {
+  image_archive --layer "$frontend_path" --layer "$cacert_path" || return 1
+  run_contract
+}
+
+# contract_rejects MESSAGE [generator args...]: the check fails, saying MESSAGE.
+contract_rejects() {
+  local expected=$1
+  shift
+  image_archive "$@" || return 1
+  if run_contract >"$work/contract-out" 2>&1; then
+    cat "$work/contract-out"
+    echo "=> accepted; expected a failure saying: $expected"
+    return 1
+  fi
+  cat "$work/contract-out"
+  grep -qF -- "$expected" "$work/contract-out" || { echo "=> expected: $expected"; return 1; }
+}
+
+# The premise of the listing: layer members are absolute (/nix/store/...), the customisation layer
+# holds `./`. If the generator ever wrote relative names, the tests above could not catch the
+# original images-contract bug (it stripped only ./ and so never matched /nix/store).
+archive_layout() {
+  image_archive --layer "$frontend_path" --layer "$cacert_path" || return 1
+  local dir=$work/layout
+  mkdir -p "$dir"
+  tar -xzf "$work/image.tar.gz" -C "$dir" || return 1
+  jq -r '.[0].Layers[]' "$dir/manifest.json" | while read -r layer; do
+    tar -tf "$dir/$layer"
+  done >"$dir/entries"
+  cat "$dir/entries"
+  grep -qx '/nix/' "$dir/entries" && grep -qx '/nix/store/' "$dir/entries" \
+    && grep -qx "$entrypoint" "$dir/entries" && grep -qx './' "$dir/entries" \
+    && ! grep -q '^nix/' "$dir/entries"
+}
+
+rejects_extra_file() {
+  mkdir -p "$work/contents/bin"
+  ln -sf "$busybox_path/bin/sh" "$work/contents/bin/sh"
+  contract_rejects "files outside /nix/store: bin bin/sh" \
+    --layer "$frontend_path" --layer "$cacert_path" --contents "$work/contents"
+}
+rejects_file_beside_the_store() {
+  # Not only /bin and /etc: anything but /nix/store, e.g. the Nix database that
+  # buildLayeredImageWithNixDb adds under /nix/var.
+  mkdir -p "$work/contents-db/nix/var/nix/db"
+  printf 'sqlite\n' >"$work/contents-db/nix/var/nix/db/db.sqlite"
+  contract_rejects "files outside /nix/store: nix/var nix/var/nix nix/var/nix/db nix/var/nix/db/db.sqlite" \
+    --layer "$frontend_path" --layer "$cacert_path" --contents "$work/contents-db"
+}
+rejects_extra_store_path() {
+  contract_rejects "store paths differ from the binary + CA bundle closure (- missing, + extra): +${tzdata_path#"$store"/}" \
+    --layer "$frontend_path" --layer "$cacert_path" --layer "$tzdata_path"
+}
+rejects_missing_ca_bundle() {
+  contract_rejects "SSL_CERT_FILE=$ca_bundle is not in the image" --layer "$frontend_path"
+}
+rejects_root_user() {
+  config_edit='.User = "0:0"' contract_rejects 'User is "0:0", not "65534:65534"' \
+    --layer "$frontend_path" --layer "$cacert_path"
+}
+rejects_no_user() {
+  config_edit='del(.User)' contract_rejects 'User is null, not "65534:65534"' \
+    --layer "$frontend_path" --layer "$cacert_path"
+}
+rejects_wrong_port() {
+  config_edit='.ExposedPorts = {"8081/tcp": {}} | .Env |= map(if . == "PORT=8080" then "PORT=8081" else . end)' \
+    contract_rejects 'exposed ports are ["8081/tcp"], not ["8080/tcp"]' \
+    --layer "$frontend_path" --layer "$cacert_path" || return 1
+  grep -qF 'Env has no PORT=8080 (["PORT=8081"])' "$work/contract-out"
+}
+rejects_oversize() {
+  # The budget is a parameter: one byte under this archive's size stands in for 20 MiB.
+  image_archive --layer "$frontend_path" --layer "$cacert_path" || return 1
+  local size
+  size=$(stat -c %s "$work/image.tar.gz")
+  budget=$((size - 1)) contract_rejects "$size bytes, over the budget of $((size - 1)) bytes" \
+    --layer "$frontend_path" --layer "$cacert_path"
+}
+rejects_uncompressed() {
+  contract_rejects "is not gzip-compressed" --layer "$frontend_path" --layer "$cacert_path" --uncompressed
+}
+rejects_libc_and_shell() {
+  # A dynamically linked binary: glibc in its closure and the image. The closure matches, so only
+  # the libc rule can catch it; a shell (busybox) likewise.
+  printf '%s\n' "$cacert_path" "$frontend_path" "$glibc_path" "$busybox_path" >"$work/image-closure-libc"
+  closure=$work/image-closure-libc contract_rejects "a libc or shell is in the image: ${busybox_path#"$store"/} ${glibc_path#"$store"/}" \
+    --layer "$frontend_path" --layer "$cacert_path" --layer "$glibc_path" --layer "$busybox_path"
+}
+
 check nix-parse parse_all
 check flake-lock lock_matches
 check deadnix deadnix --fail "${nix_files[@]}"
 check nix-fmt nixpkgs-fmt --check "${nix_files[@]}"
 check no-c-tls no_c_tls "${CARGO_LOCK:-Cargo.lock}"
 check no-c-tls-bites rejects_c_tls
+make_image_fixture
+check images-archive-layout archive_layout
+check images-contract-accepts contract_accepts
+check images-contract-rejects-extra-file rejects_extra_file
+check images-contract-rejects-file-beside-the-store rejects_file_beside_the_store
+check images-contract-rejects-extra-store-path rejects_extra_store_path
+check images-contract-rejects-missing-ca-bundle rejects_missing_ca_bundle
+check images-contract-rejects-root-user rejects_root_user
+check images-contract-rejects-no-user rejects_no_user
+check images-contract-rejects-wrong-port rejects_wrong_port
+check images-contract-rejects-oversize rejects_oversize
+check images-contract-rejects-uncompressed rejects_uncompressed
+check images-contract-rejects-libc-and-shell rejects_libc_and_shell
 
 echo "nix: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
