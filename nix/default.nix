@@ -42,6 +42,12 @@ in
 
   devShells.default = import ./shell.nix { inherit pkgs rust testTools; };
 
-  # The style every .nix file here follows; `nix fmt` applies it, checks.nix-fmt enforces it.
-  formatter = pkgs.nixpkgs-fmt;
+  # The style every .nix file here follows; `nix fmt` applies it to the whole flake (`nix fmt --
+  # FILE...` to some files), checks.nix-fmt enforces it. Not bare nixpkgs-fmt: `nix fmt` passes no
+  # path, and nixpkgs-fmt alone would then wait for standard input (see nixpkgs-fmt-tree.sh).
+  formatter = pkgs.writeShellApplication {
+    name = "nixpkgs-fmt-tree";
+    runtimeInputs = [ pkgs.nixpkgs-fmt ];
+    text = builtins.readFile ./nixpkgs-fmt-tree.sh;
+  };
 }

@@ -16,6 +16,8 @@
 #                    rejects, each with its own message, an extra file (in /bin or beside the store),
 #                    an extra store path, a missing CA bundle, a root user, a wrong port, an oversize
 #                    or uncompressed archive, a libc or shell
+#   8. nix-fmt-tree  the flake's formatter (nix/nixpkgs-fmt-tree.sh) with no arguments and stdin closed
+#                    formats the whole tree and returns; paths and flags are passed through
 #
 # Usage: tests/nix/check.sh            (from anywhere inside the repository)
 #        CARGO_LOCK=path tests/nix/check.sh   to assert a different lock file in step 5
@@ -236,6 +238,56 @@ rejects_libc_and_shell() {
     --layer "$frontend_path" --layer "$cacert_path" --layer "$glibc_path" --layer "$busybox_path"
 }
 
+# --- the flake's formatter ---
+# A tree with a mis-formatted file at the top and in a subdirectory, and ones nixpkgs-fmt must leave
+# alone: a hidden directory, a git-ignored target/, a result symlink.
+fmt_tree() {
+  local tree=$work/fmt-tree bad='{ a = 1;   b=2; }' good
+  good=$(printf '%s\n' "$bad" | nixpkgs-fmt)
+  mkdir -p "$tree/sub/deeper" "$tree/.hidden" "$tree/target" "$work/fmt-outside"
+  for file in top.nix sub/deeper/nested.nix .hidden/skip.nix target/skip.nix; do
+    printf '%s\n' "$bad" >"$tree/$file"
+  done
+  printf '%s\n' "$bad" >"$work/fmt-outside/linked.nix"
+  ln -s "$work/fmt-outside" "$tree/result"
+  printf '/target\n/result\n' >"$tree/.gitignore"
+  git -C "$tree" init -q || return 1
+
+  # From a subdirectory with PRJ_ROOT set (Nix >= 2.30), then plain from the root: no arguments,
+  # stdin closed, bounded in time, so a wrapper that reads stdin fails here instead of hanging.
+  (cd "$tree/sub" && PRJ_ROOT=$tree timeout 30 bash "$root/nix/nixpkgs-fmt-tree.sh" </dev/null) || return 1
+  for file in top.nix sub/deeper/nested.nix; do
+    [ "$(cat "$tree/$file")" = "$good" ] || { echo "$file was not formatted"; return 1; }
+  done
+  for file in .hidden/skip.nix target/skip.nix; do
+    [ "$(cat "$tree/$file")" = "$bad" ] || { echo "$file was formatted"; return 1; }
+  done
+  [ "$(cat "$work/fmt-outside/linked.nix")" = "$bad" ] || { echo "the result symlink was followed"; return 1; }
+
+  printf '%s\n' "$bad" >"$tree/top.nix"
+  (cd "$tree" && env -u PRJ_ROOT timeout 30 bash "$root/nix/nixpkgs-fmt-tree.sh" </dev/null) || return 1
+  [ "$(cat "$tree/top.nix")" = "$good" ] || { echo "top.nix was not formatted without PRJ_ROOT"; return 1; }
+
+  # Flags alone still mean the whole tree (--check names the bad file, changing nothing); a path
+  # limits it to that path.
+  printf '%s\n' "$bad" >"$tree/top.nix"
+  printf '%s\n' "$bad" >"$tree/sub/other.nix"
+  if (cd "$tree" && timeout 30 bash "$root/nix/nixpkgs-fmt-tree.sh" --check </dev/null >"$work/fmt-check"); then
+    echo "--check without a path passed on a mis-formatted tree"
+    return 1
+  fi
+  if ! { grep -q 'top\.nix$' "$work/fmt-check" && [ "$(cat "$tree/top.nix")" = "$bad" ]; }; then
+    echo "--check without a path did not check the tree"
+    cat "$work/fmt-check"
+    return 1
+  fi
+  (cd "$tree" && timeout 30 bash "$root/nix/nixpkgs-fmt-tree.sh" sub/other.nix </dev/null) || return 1
+  if ! { [ "$(cat "$tree/sub/other.nix")" = "$good" ] && [ "$(cat "$tree/top.nix")" = "$bad" ]; }; then
+    echo "a path argument was not passed through as the only target"
+    return 1
+  fi
+}
+
 check nix-parse parse_all
 check flake-lock lock_matches
 check deadnix deadnix --fail "${nix_files[@]}"
@@ -255,6 +307,7 @@ check images-contract-rejects-wrong-port rejects_wrong_port
 check images-contract-rejects-oversize rejects_oversize
 check images-contract-rejects-uncompressed rejects_uncompressed
 check images-contract-rejects-libc-and-shell rejects_libc_and_shell
+check nix-fmt-tree fmt_tree
 
 echo "nix: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
