@@ -1,0 +1,256 @@
+//! The topology's filtering and address translation as nftables rulesets, one per namespace:
+//! security groups on each host's VPC interface, the internet gateway in the VPC router, the
+//! NAT gateway's masquerade, and App Runner's public endpoint.
+//!
+//! Each ruleset replaces the twin's own table atomically (`table …; delete table …; table … {}`
+//! in one `nft -f`), so it can be reapplied when a security group's members change.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+use crate::reach::{METADATA_EXCEPTION, RESOLVER_EXCEPTION};
+use crate::topology::{Host, HostKind, METADATA_ADDRESSES, Peer, Protocol, Rule, Topology};
+
+/// The host's VPC interface (its ENI) inside its namespace.
+pub const ENI: &str = "eni0";
+/// The App Runner namespace's interface towards its public endpoint.
+pub const PUBLIC_ENDPOINT_IF: &str = "pub0";
+/// The VPC router's interface towards the internet gateway.
+pub const IGW_IF: &str = "igw0";
+
+/// Table names (each in a namespace of the twin only).
+pub const SG_TABLE: &str = "avt_sg";
+pub const VPC_TABLE: &str = "avt_vpc";
+pub const NAT_TABLE: &str = "avt_nat";
+
+/// Addresses of the running ENIs that carry each security group (what a group reference means).
+pub type Members = BTreeMap<String, Vec<Ipv4Addr>>;
+
+fn set_name(group: &str) -> String {
+    format!("sg_{}", group.replace(|c: char| !c.is_ascii_alphanumeric(), "_"))
+}
+
+/// An nft comment: quotes removed, at most 128 bytes.
+fn comment(text: &str) -> String {
+    let mut text: String = text.chars().filter(|c| *c != '"' && *c != '\\').collect();
+    while text.len() > 127 {
+        text.pop();
+    }
+    format!("comment \"{text}\"")
+}
+
+fn replace_table(family: &str, name: &str, body: &str) -> String {
+    format!("table {family} {name}\ndelete table {family} {name}\ntable {family} {name} {{\n{body}}}\n")
+}
+
+fn match_rule(rule: &Rule, direction_peer: &str) -> String {
+    let mut out = String::new();
+    match &rule.peer {
+        Peer::Cidr(cidr) => {
+            let _ = write!(out, "ip {direction_peer} {cidr} ");
+        }
+        Peer::Group(group) => {
+            let _ = write!(out, "ip {direction_peer} @{} ", set_name(group));
+        }
+    }
+    let protocol = match rule.protocol {
+        Protocol::Tcp => Some("tcp"),
+        Protocol::Udp => Some("udp"),
+        Protocol::All => None,
+    };
+    match (protocol, rule.ports) {
+        (Some(protocol), Some((from, to))) if from == to => {
+            let _ = write!(out, "{protocol} dport {from} ");
+        }
+        (Some(protocol), Some((from, to))) => {
+            let _ = write!(out, "{protocol} dport {from}-{to} ");
+        }
+        (Some(protocol), None) => {
+            let _ = write!(out, "meta l4proto {protocol} ");
+        }
+        (None, _) => {}
+    }
+    out
+}
+
+/// The security groups of `host` on its ENI: stateful, default deny, AWS's exceptions first.
+pub fn security_groups(topology: &Topology, host: &Host, members: &Members) -> String {
+    let resolver = topology.vpc.resolver();
+    let mut body = String::new();
+    let mut referenced: Vec<&str> = Vec::new();
+    for group in &host.groups {
+        for rule in topology.groups[group]
+            .ingress
+            .iter()
+            .chain(&topology.groups[group].egress)
+        {
+            if let Peer::Group(peer) = &rule.peer
+                && !referenced.contains(&peer.as_str())
+            {
+                referenced.push(peer);
+            }
+        }
+    }
+    for group in referenced {
+        let addresses = members.get(group).cloned().unwrap_or_default();
+        let _ = write!(body, "  set {} {{\n    type ipv4_addr\n", set_name(group));
+        if !addresses.is_empty() {
+            let list: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+            let _ = writeln!(body, "    elements = {{ {} }}", list.join(", "));
+        }
+        let _ = writeln!(body, "  }}");
+    }
+
+    let groups = host.groups.join(", ");
+    let _ = writeln!(
+        body,
+        "  chain ingress {{\n    type filter hook input priority filter; policy accept;"
+    );
+    if host.kind == HostKind::AppRunner {
+        let _ = writeln!(
+            body,
+            "    iifname \"{PUBLIC_ENDPOINT_IF}\" tcp dport {} accept {}",
+            topology.service_port,
+            comment("App Runner public endpoint: the service port only")
+        );
+        let _ = writeln!(
+            body,
+            "    iifname \"{PUBLIC_ENDPOINT_IF}\" ct state established,related accept"
+        );
+        let _ = writeln!(
+            body,
+            "    iifname \"{PUBLIC_ENDPOINT_IF}\" drop {}",
+            comment("App Runner public endpoint: nothing else")
+        );
+    }
+    let _ = writeln!(
+        body,
+        "    iifname != \"{ENI}\" accept {}",
+        comment("only the ENI carries security groups")
+    );
+    let _ = writeln!(
+        body,
+        "    ct state established,related accept {}",
+        comment("security groups are stateful")
+    );
+    let _ = writeln!(
+        body,
+        "    ip saddr {resolver} udp sport 53 accept {}",
+        comment(RESOLVER_EXCEPTION)
+    );
+    for group in &host.groups {
+        for rule in &topology.groups[group].ingress {
+            let _ = writeln!(
+                body,
+                "    {}accept {}",
+                match_rule(rule, "saddr"),
+                comment(&format!("{} ({group}): {}", rule.name, rule.description))
+            );
+        }
+    }
+    let _ = writeln!(
+        body,
+        "    counter drop {}",
+        comment(&format!("default deny: no ingress rule of {groups} matched"))
+    );
+    let _ = writeln!(body, "  }}");
+
+    let _ = writeln!(
+        body,
+        "  chain egress {{\n    type filter hook output priority filter; policy accept;"
+    );
+    let _ = writeln!(
+        body,
+        "    oifname != \"{ENI}\" accept {}",
+        comment("only the ENI carries security groups")
+    );
+    let _ = writeln!(
+        body,
+        "    ct state established,related accept {}",
+        comment("security groups are stateful")
+    );
+    let _ = writeln!(
+        body,
+        "    ip daddr {resolver} udp dport 53 accept {}",
+        comment(RESOLVER_EXCEPTION)
+    );
+    let _ = writeln!(
+        body,
+        "    ip daddr {resolver} tcp dport 53 accept {}",
+        comment(RESOLVER_EXCEPTION)
+    );
+    let metadata: Vec<String> = METADATA_ADDRESSES.iter().map(ToString::to_string).collect();
+    let _ = writeln!(
+        body,
+        "    ip daddr {{ {} }} accept {}",
+        metadata.join(", "),
+        comment(METADATA_EXCEPTION)
+    );
+    for group in &host.groups {
+        for rule in &topology.groups[group].egress {
+            let _ = writeln!(
+                body,
+                "    {}accept {}",
+                match_rule(rule, "daddr"),
+                comment(&format!("{} ({group}): {}", rule.name, rule.description))
+            );
+        }
+    }
+    let _ = writeln!(
+        body,
+        "    counter drop {}",
+        comment(&format!("default deny: no egress rule of {groups} matched"))
+    );
+    let _ = writeln!(body, "  }}");
+    replace_table("inet", SG_TABLE, &body)
+}
+
+/// The VPC router: the internet gateway admits only replies, and translates the NAT gateway's
+/// private address to its Elastic IP (the gateway's address on the internet side).
+pub fn vpc_router() -> String {
+    let mut body = String::new();
+    let _ = writeln!(
+        body,
+        "  chain forward {{\n    type filter hook forward priority filter; policy accept;"
+    );
+    let _ = writeln!(
+        body,
+        "    iifname \"{IGW_IF}\" ct state established,related accept {}",
+        comment("internet gateway: replies")
+    );
+    let _ = writeln!(
+        body,
+        "    iifname \"{IGW_IF}\" counter drop {}",
+        comment("internet gateway: no VPC address is public (the NAT gateway's EIP admits only replies)")
+    );
+    let _ = writeln!(body, "  }}");
+    let _ = writeln!(
+        body,
+        "  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;"
+    );
+    let _ = writeln!(
+        body,
+        "    oifname \"{IGW_IF}\" masquerade {}",
+        comment("internet gateway: the NAT gateway's private address to its Elastic IP")
+    );
+    let _ = writeln!(body, "  }}");
+    replace_table("ip", VPC_TABLE, &body)
+}
+
+/// A NAT gateway: traffic from the VPC to anywhere else leaves with the gateway's address.
+pub fn nat_gateway(topology: &Topology) -> String {
+    let vpc = topology.vpc.cidr;
+    let mut body = String::new();
+    let _ = writeln!(
+        body,
+        "  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;"
+    );
+    let _ = writeln!(
+        body,
+        "    ip saddr {vpc} ip daddr != {vpc} oifname \"{ENI}\" masquerade {}",
+        comment("NAT gateway: private subnets to the internet")
+    );
+    let _ = writeln!(body, "  }}");
+    replace_table("ip", NAT_TABLE, &body)
+}

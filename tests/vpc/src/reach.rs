@@ -1,0 +1,215 @@
+//! What the program allows, path by path, with the component and rule that decides it (as the
+//! AWS VPC Reachability Analyzer explains a path). The twin's tests then check the real
+//! network against these verdicts, both ways.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+use crate::topology::{EgressType, Host, HostKind, Peer, Rule, SubnetKind, Topology};
+
+/// The AWS exception for the VPC resolver, named once (also used by the nftables compiler).
+pub const RESOLVER_EXCEPTION: &str =
+    "AWS exception: DNS to the Route 53 Resolver (VPC base+2) is not filtered by security groups";
+/// The AWS exception for link-local metadata endpoints.
+pub const METADATA_EXCEPTION: &str =
+    "AWS exception: link-local metadata (169.254.169.254, 169.254.170.2) is not filtered by security groups";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Open,
+    Blocked,
+}
+
+/// One TCP path `from` → `to:port` and why it is open or blocked.
+#[derive(Clone, Debug)]
+pub struct Path {
+    pub from: String,
+    pub to: String,
+    pub port: u16,
+    pub verdict: Verdict,
+    pub because: String,
+}
+
+/// The paths the matrix test checks: every pair the issue names, and the ones that must stay shut.
+pub fn standard_probes(topology: &Topology) -> Vec<(String, String, u16)> {
+    let service = topology.service_port;
+    let db = topology.database.port;
+    let mut probes = vec![
+        ("internet", "apprunner", service),
+        ("internet", "aurora", db),
+        ("internet", "task-1", 8080),
+        ("apprunner", "aurora", db),
+        ("apprunner", "task-1", 8080),
+        ("apprunner", "internet", 443),
+        ("apprunner", "internet", 80),
+        ("apprunner", "resolver", 53),
+        ("task-1", "aurora", db),
+        ("task-1", "apprunner", service),
+        ("task-1", "internet", 443),
+        ("task-1", "resolver", 53),
+        ("aurora", "internet", 443),
+        ("aurora", "task-1", 8080),
+    ];
+    probes.dedup();
+    probes
+        .into_iter()
+        .map(|(from, to, port)| (from.to_owned(), to.to_owned(), port))
+        .collect()
+}
+
+/// The verdict for TCP `from` → `to:port`.
+pub fn analyze(topology: &Topology, from: &str, to: &str, port: u16) -> Path {
+    let source = topology.host(from);
+    let target = topology.host(to);
+    let (verdict, because) = match decide(topology, source, target, port) {
+        Ok(why) => (Verdict::Open, why),
+        Err(why) => (Verdict::Blocked, why),
+    };
+    Path {
+        from: from.to_owned(),
+        to: to.to_owned(),
+        port,
+        verdict,
+        because,
+    }
+}
+
+fn decide(topology: &Topology, source: &Host, target: &Host, port: u16) -> Result<String, String> {
+    use HostKind::{AppRunner, Internet, Resolver};
+    match (source.kind, target.kind) {
+        (Internet, AppRunner) => {
+            if port == topology.service_port {
+                Ok(format!(
+                    "App Runner public endpoint (isPubliclyAccessible) forwards to the service port {port}"
+                ))
+            } else {
+                Err(format!(
+                    "App Runner's public endpoint forwards only the service port {}",
+                    topology.service_port
+                ))
+            }
+        }
+        (Internet, _) => Err(format!(
+            "internet gateway: {} has no public IPv4 address (private subnet, no public IP); only replies enter the VPC",
+            target.name
+        )),
+        (AppRunner, _) if topology.egress == EgressType::Default => match target.kind {
+            Internet => Ok("egressType DEFAULT: App Runner's own internet access".into()),
+            _ => Err("egressType DEFAULT: the service has no path into the VPC".into()),
+        },
+        (_, Internet) => {
+            let egress = egress_rule(topology, source, target, port)?;
+            let subnet = source
+                .subnet
+                .as_deref()
+                .map(|name| topology.subnet(name))
+                .ok_or_else(|| format!("{} has no subnet", source.name))?;
+            let route = match subnet.kind {
+                SubnetKind::Public => "public subnet: 0.0.0.0/0 → internet gateway".to_owned(),
+                _ => match topology.nat_for(subnet) {
+                    Some(nat) => format!(
+                        "route table of {}: 0.0.0.0/0 → {} (natGateways {:?}) → internet gateway",
+                        subnet.name, nat.name, topology.nat
+                    ),
+                    None => {
+                        return Err(format!(
+                            "route table of {}: no 0.0.0.0/0 route (natGateways.strategy None)",
+                            subnet.name
+                        ));
+                    }
+                },
+            };
+            Ok(format!("{egress}; {route}"))
+        }
+        (_, Resolver) if port == 53 => Ok(RESOLVER_EXCEPTION.into()),
+        _ => {
+            let egress = egress_rule(topology, source, target, port)?;
+            let ingress = ingress_rule(topology, source, target, port)?;
+            Ok(format!("{egress}; {ingress}"))
+        }
+    }
+}
+
+fn peer_matches(topology: &Topology, rule: &Rule, address: Ipv4Addr, host: &Host) -> bool {
+    let _ = topology;
+    match &rule.peer {
+        Peer::Cidr(cidr) => cidr.contains(&address),
+        Peer::Group(group) => host.groups.contains(group),
+    }
+}
+
+fn egress_rule(topology: &Topology, source: &Host, target: &Host, port: u16) -> Result<String, String> {
+    if source.groups.is_empty() {
+        return Ok(format!("{} carries no security group", source.name));
+    }
+    for group in &source.groups {
+        for rule in &topology.groups[group].egress {
+            if rule.allows_tcp_port(port) && peer_matches(topology, rule, target.address, target) {
+                return Ok(format!(
+                    "egress {} ({group}: {} to {})",
+                    rule.name,
+                    rule.what(),
+                    peer_label(rule)
+                ));
+            }
+        }
+    }
+    Err(format!(
+        "egress of {}: no rule allows tcp/{port} to {} (default deny)",
+        source.groups.join(", "),
+        target.name
+    ))
+}
+
+fn ingress_rule(topology: &Topology, source: &Host, target: &Host, port: u16) -> Result<String, String> {
+    if target.groups.is_empty() {
+        return Ok(format!("{} carries no security group", target.name));
+    }
+    for group in &target.groups {
+        for rule in &topology.groups[group].ingress {
+            if rule.allows_tcp_port(port) && peer_matches(topology, rule, source.address, source) {
+                return Ok(format!(
+                    "ingress {} ({group}: {} from {})",
+                    rule.name,
+                    rule.what(),
+                    peer_label(rule)
+                ));
+            }
+        }
+    }
+    Err(format!(
+        "ingress of {}: no rule allows tcp/{port} from {} (default deny)",
+        target.groups.join(", "),
+        source.name
+    ))
+}
+
+fn peer_label(rule: &Rule) -> String {
+    match &rule.peer {
+        Peer::Cidr(cidr) => cidr.to_string(),
+        Peer::Group(group) => group.clone(),
+    }
+}
+
+/// The matrix as a table: path, expected, observed (when given), deciding rule.
+pub fn table(rows: &[(Path, Option<String>)]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "| from | to | expected | observed | decided by |");
+    let _ = writeln!(out, "|---|---|---|---|---|");
+    for (path, observed) in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {}:{} | {} | {} | {} |",
+            path.from,
+            path.to,
+            path.port,
+            match path.verdict {
+                Verdict::Open => "open",
+                Verdict::Blocked => "blocked",
+            },
+            observed.as_deref().unwrap_or("-"),
+            path.because
+        );
+    }
+    out
+}

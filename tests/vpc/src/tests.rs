@@ -1,0 +1,303 @@
+//! Unit tests on the real program and on mutated copies (no root needed).
+
+use std::net::Ipv4Addr;
+
+use crate::Topology;
+use crate::firewall::{self, Members};
+use crate::program;
+use crate::reach::{self, Verdict};
+use crate::topology::{EgressType, Env, NatStrategy};
+
+fn program_text() -> String {
+    std::fs::read_to_string(program::program_path()).expect("reading the Pulumi program")
+}
+
+fn real() -> Topology {
+    program::load().expect("the real program's topology")
+}
+
+fn verdict(topology: &Topology, from: &str, to: &str, port: u16) -> (Verdict, String) {
+    let path = reach::analyze(topology, from, to, port);
+    (path.verdict, path.because)
+}
+
+#[test]
+fn subnets_are_laid_out_as_awsx_auto_does() {
+    let topology = real();
+    let subnets: Vec<(String, String)> = topology
+        .vpc
+        .subnets
+        .iter()
+        .map(|subnet| (subnet.name.clone(), subnet.cidr.to_string()))
+        .collect();
+    let expected = [
+        ("public-1", "10.0.0.0/24"),
+        ("private-1", "10.0.16.0/20"),
+        ("public-2", "10.0.128.0/24"),
+        ("private-2", "10.0.144.0/20"),
+    ];
+    assert_eq!(
+        subnets,
+        expected
+            .map(|(name, cidr)| (name.to_owned(), cidr.to_owned()))
+            .to_vec()
+    );
+    assert_eq!(topology.vpc.resolver(), Ipv4Addr::new(10, 0, 0, 2));
+    assert_eq!(topology.host("resolver").subnet.as_deref(), Some("public-1"));
+}
+
+#[test]
+fn the_program_attaches_its_groups_and_declares_nat_dns_and_vpc_egress() {
+    let topology = real();
+    assert_eq!(topology.host("apprunner").groups, ["connector-sg"]);
+    assert_eq!(topology.host("aurora").groups, ["db-sg"]);
+    assert_eq!(topology.host("task-1").groups, ["private-service-sg"]);
+    assert_eq!(topology.host("task-2").groups, ["private-service-sg"]);
+    assert_ne!(topology.host("task-1").address, topology.host("task-2").address);
+    assert_eq!(topology.nat, NatStrategy::Single);
+    assert_eq!(topology.host("nat-1").subnet.as_deref(), Some("public-1"));
+    assert_eq!(topology.egress, EgressType::Vpc);
+    assert_eq!(topology.cloud_map.fqdn(), "privateservice.apprunner.demo");
+    assert_eq!(topology.cloud_map.ttl, 10);
+    assert_eq!(topology.database.name, "apprunnerdemo");
+    assert_eq!(topology.database.master_username, "appadmin");
+    assert_eq!(
+        topology.env_text("ECSPRIVATESERVICE"),
+        Some("http://privateservice.apprunner.demo:8080")
+    );
+    assert_eq!(topology.env.get("DB_HOST"), Some(&Env::DbEndpoint));
+    assert_eq!(topology.env.get("DBSECRETSNAME"), Some(&Env::DbSecretArn));
+    let connector = &topology.groups["connector-sg"];
+    let names: Vec<&str> = connector.egress.iter().map(|rule| rule.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "connector-to-db",
+            "connector-to-private-service",
+            "connector-https-out"
+        ]
+    );
+    assert!(connector.ingress.is_empty());
+}
+
+#[test]
+fn the_matrix_of_the_real_program() {
+    let topology = real();
+    let expected = [
+        (
+            "internet",
+            "apprunner",
+            8080,
+            Verdict::Open,
+            "App Runner public endpoint",
+        ),
+        ("internet", "aurora", 5432, Verdict::Blocked, "internet gateway"),
+        ("internet", "task-1", 8080, Verdict::Blocked, "internet gateway"),
+        (
+            "apprunner",
+            "aurora",
+            5432,
+            Verdict::Open,
+            "egress connector-to-db",
+        ),
+        (
+            "apprunner",
+            "task-1",
+            8080,
+            Verdict::Open,
+            "ingress private-service-from-connector",
+        ),
+        ("apprunner", "internet", 443, Verdict::Open, "nat-1"),
+        (
+            "apprunner",
+            "internet",
+            80,
+            Verdict::Blocked,
+            "egress of connector-sg",
+        ),
+        ("apprunner", "resolver", 53, Verdict::Open, "AWS exception"),
+        (
+            "task-1",
+            "aurora",
+            5432,
+            Verdict::Blocked,
+            "egress of private-service-sg",
+        ),
+        (
+            "task-1",
+            "apprunner",
+            8080,
+            Verdict::Blocked,
+            "egress of private-service-sg",
+        ),
+        (
+            "task-1",
+            "internet",
+            443,
+            Verdict::Open,
+            "private-service-https-out",
+        ),
+        ("aurora", "internet", 443, Verdict::Blocked, "egress of db-sg"),
+        ("aurora", "task-1", 8080, Verdict::Blocked, "egress of db-sg"),
+    ];
+    for (from, to, port, want, reason) in expected {
+        let (got, because) = verdict(&topology, from, to, port);
+        assert_eq!(got, want, "{from} → {to}:{port}: {because}");
+        assert!(
+            because.contains(reason),
+            "{from} → {to}:{port}: {because:?} should mention {reason:?}"
+        );
+    }
+    let rows: Vec<_> = reach::standard_probes(&topology)
+        .into_iter()
+        .map(|(from, to, port)| (reach::analyze(&topology, &from, &to, port), None))
+        .collect();
+    println!("{}", reach::table(&rows));
+}
+
+#[test]
+fn mutations_change_exactly_the_paths_they_should() {
+    let text = program_text();
+    let no_db_ingress =
+        program::from_yaml(&program::without_resource(&text, "db-from-connector").unwrap()).unwrap();
+    let (got, because) = verdict(&no_db_ingress, "apprunner", "aurora", 5432);
+    assert_eq!(got, Verdict::Blocked);
+    assert!(because.starts_with("ingress of db-sg"), "{because}");
+    assert_eq!(
+        verdict(&no_db_ingress, "apprunner", "task-1", 8080).0,
+        Verdict::Open
+    );
+
+    let no_ps_ingress =
+        program::from_yaml(&program::without_resource(&text, "private-service-from-connector").unwrap())
+            .unwrap();
+    assert_eq!(
+        verdict(&no_ps_ingress, "apprunner", "task-1", 8080).0,
+        Verdict::Blocked
+    );
+    assert_eq!(
+        verdict(&no_ps_ingress, "apprunner", "aurora", 5432).0,
+        Verdict::Open
+    );
+
+    let no_nat =
+        program::from_yaml(&program::with_config_default(&text, "natStrategy", "None").unwrap()).unwrap();
+    assert_eq!(no_nat.nat, NatStrategy::None);
+    let (got, because) = verdict(&no_nat, "apprunner", "internet", 443);
+    assert_eq!(got, Verdict::Blocked);
+    assert!(because.contains("no 0.0.0.0/0 route"), "{because}");
+    assert!(no_nat.hosts.iter().all(|host| !host.name.starts_with("nat-")));
+
+    let no_https =
+        program::from_yaml(&program::without_resource(&text, "connector-https-out").unwrap()).unwrap();
+    let (got, because) = verdict(&no_https, "apprunner", "internet", 443);
+    assert_eq!(got, Verdict::Blocked);
+    assert!(because.starts_with("egress of connector-sg"), "{because}");
+
+    let per_az =
+        program::from_yaml(&program::with_config_default(&text, "natStrategy", "OnePerAz").unwrap()).unwrap();
+    let (_, because) = verdict(&per_az, "task-2", "internet", 443);
+    assert!(because.contains("nat-2"), "{because}");
+}
+
+#[test]
+fn what_the_twin_cannot_model_is_an_error_naming_the_resource() {
+    let text = program_text();
+    let dangling = program::without_resource(&text, "db-sg").unwrap();
+    let error = program::from_yaml(&dangling).unwrap_err().to_string();
+    assert!(error.contains("db-sg"), "{error}");
+    let legacy = text.replace("subnetStrategy: Auto", "subnetStrategy: Legacy");
+    let error = program::from_yaml(&legacy).unwrap_err().to_string();
+    assert!(error.contains("Legacy"), "{error}");
+}
+
+#[test]
+fn security_groups_compile_to_stateful_default_deny_rules_with_aws_exceptions() {
+    let topology = real();
+    let mut members = Members::new();
+    members.insert("connector-sg".into(), vec![topology.host("apprunner").address]);
+    members.insert("private-service-sg".into(), vec![topology.host("task-1").address]);
+    members.insert("db-sg".into(), vec![topology.host("aurora").address]);
+
+    let aurora = firewall::security_groups(&topology, topology.host("aurora"), &members);
+    assert!(
+        aurora.starts_with("table inet avt_sg\ndelete table inet avt_sg\ntable inet avt_sg {"),
+        "{aurora}"
+    );
+    assert!(
+        aurora.contains("set sg_connector_sg {\n    type ipv4_addr\n    elements = { 10.0.16.10 }"),
+        "{aurora}"
+    );
+    assert!(
+        aurora
+            .contains("ip saddr @sg_connector_sg tcp dport 5432 accept comment \"db-from-connector (db-sg)"),
+        "{aurora}"
+    );
+    assert!(aurora.contains("ct state established,related accept"), "{aurora}");
+    assert!(
+        aurora.contains("ip daddr 10.0.0.2 udp dport 53 accept comment \"AWS exception"),
+        "{aurora}"
+    );
+    assert!(
+        aurora.contains("ip daddr { 169.254.169.254, 169.254.170.2 } accept"),
+        "{aurora}"
+    );
+    assert!(
+        aurora.contains("counter drop comment \"default deny: no ingress rule of db-sg matched\""),
+        "{aurora}"
+    );
+    assert!(
+        aurora.contains("counter drop comment \"default deny: no egress rule of db-sg matched\""),
+        "{aurora}"
+    );
+    // db-sg has no egress rule: nothing but the exceptions and replies leave.
+    assert!(!aurora.contains("daddr @"), "{aurora}");
+
+    let connector = firewall::security_groups(&topology, topology.host("apprunner"), &members);
+    assert!(
+        connector.contains("ip daddr @sg_db_sg tcp dport 5432 accept"),
+        "{connector}"
+    );
+    assert!(
+        connector.contains("ip daddr @sg_private_service_sg tcp dport 8080 accept"),
+        "{connector}"
+    );
+    assert!(
+        connector.contains("ip daddr 0.0.0.0/0 tcp dport 443 accept"),
+        "{connector}"
+    );
+    assert!(
+        connector.contains("iifname \"pub0\" tcp dport 8080 accept"),
+        "{connector}"
+    );
+
+    let nat = firewall::nat_gateway(&topology);
+    assert!(
+        nat.contains("ip saddr 10.0.0.0/16 ip daddr != 10.0.0.0/16 oifname \"eni0\" masquerade"),
+        "{nat}"
+    );
+    assert!(firewall::vpc_router().contains("iifname \"igw0\" counter drop"));
+}
+
+/// Writes the compiled rulesets of the real program to a directory (for `nft -c -f` checks).
+#[test]
+fn rulesets_can_be_written_for_a_check() {
+    let topology = real();
+    let members = Members::new();
+    let dir = std::env::var_os("AVT_DUMP_RULESETS");
+    for host in topology.hosts.iter().filter(|host| !host.groups.is_empty()) {
+        let text = firewall::security_groups(&topology, host, &members);
+        assert!(text.ends_with("}\n"));
+        if let Some(dir) = &dir {
+            std::fs::write(std::path::Path::new(dir).join(format!("{}.nft", host.name)), text).unwrap();
+        }
+    }
+    if let Some(dir) = &dir {
+        std::fs::write(std::path::Path::new(dir).join("vpc.nft"), firewall::vpc_router()).unwrap();
+        std::fs::write(
+            std::path::Path::new(dir).join("nat.nft"),
+            firewall::nat_gateway(&topology),
+        )
+        .unwrap();
+    }
+}
