@@ -43,6 +43,7 @@ pub use moto::Moto;
 pub use net::free_port;
 pub use service::{Service, ServiceCommand, binary};
 pub use stub::{EcsMetadata, HttpStub, Reply, closed_port_url, ecs_task_metadata_fixture};
+pub use tls::TestCa;
 
 use std::path::PathBuf;
 

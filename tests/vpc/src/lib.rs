@@ -10,11 +10,14 @@
 //! `avt_*` inside them, `/etc/netns/avt-*`), and only such things are ever removed.
 
 pub mod firewall;
+pub mod ns;
 pub mod program;
 pub mod reach;
 pub mod topology;
+pub mod twin;
 
 pub use topology::Topology;
+pub use twin::Twin;
 
 /// The prefix of every namespace (and `/etc/netns` entry) the twin creates.
 pub const PREFIX: &str = "avt-";

@@ -41,3 +41,78 @@ fn compiled_rulesets_pass_nft_check_mode() {
         );
     }
 }
+
+/// One twin at a time in this process too (nextest runs each test in its own process; the twin
+/// also holds a machine-wide lock).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn start(topology: vpc_twin::Topology) -> vpc_twin::Twin {
+    let twin = vpc_twin::Twin::start(topology).unwrap();
+    println!("twin started in {:?}", twin.start_time);
+    for (phase, took) in &twin.phases {
+        println!("  {phase}: {took:?}");
+    }
+    twin
+}
+
+fn stop(twin: vpc_twin::Twin) {
+    let took = twin.stop().unwrap();
+    println!("twin stopped in {took:?}");
+    let left = vpc_twin::ns::run("ip", &["netns", "list"]).unwrap();
+    assert!(
+        !left.lines().any(|line| line.starts_with(vpc_twin::PREFIX)),
+        "namespaces left behind:\n{left}"
+    );
+}
+
+/// The original walkthrough, from `internet`, through App Runner's endpoint, the connector,
+/// the security groups, the VPC resolver and NAT.
+#[test]
+fn the_walkthrough_runs_through_the_vpc() {
+    let _serial = serial();
+    let twin = start(program::load().unwrap());
+
+    let visit = twin.get("/").unwrap();
+    assert_eq!(visit.status, 200, "GET /: {visit:?}\n{}", twin.all_logs());
+    assert_eq!(
+        visit.json().unwrap(),
+        serde_json::json!({"Response": "Registered request"})
+    );
+    let stored = twin.stored_user_agents().unwrap();
+    assert_eq!(
+        stored,
+        [Some("vpc-twin/1".to_owned())],
+        "the visit is a row in aurora"
+    );
+
+    let recent = twin.get("/recent-visits").unwrap();
+    assert_eq!(recent.status, 200, "{recent:?}");
+    assert_eq!(recent.json().unwrap()["Response"][0]["user_agent"], "vpc-twin/1");
+
+    let private = twin.get("/ecs-private-service").unwrap();
+    assert_eq!(private.status, 200, "{private:?}\n{}", twin.all_logs());
+    let task = &private.json().unwrap()["Response"];
+    assert_eq!(
+        task["IpAddress"],
+        twin.topology.host("task-1").address.to_string()
+    );
+    assert_eq!(task["TaskArn"], twin.task_arn(1).unwrap());
+
+    let connection = twin.get("/test-connection").unwrap();
+    assert_eq!(connection.status, 200, "{connection:?}");
+    let endpoint = &twin.topology.database.endpoint;
+    assert!(
+        connection.body.contains(endpoint),
+        "reached by name: {connection:?}"
+    );
+
+    for path in ["/docs", "/openapi.json"] {
+        let answer = twin.get(path).unwrap();
+        assert_eq!(answer.status, 200, "{path}: {answer:?}");
+    }
+    println!("walkthrough: {visit:?}\n{private:?}\n{connection:?}");
+    stop(twin);
+}

@@ -1,0 +1,1038 @@
+//! The one place that turns a [`Topology`] into a running network and the system in it.
+//!
+//! | namespace | what runs there |
+//! |---|---|
+//! | `avt-vpc` | the VPC router: one bridge per subnet (router at base + 1), the internet gateway (`igw0`), per-subnet route tables (private → NAT) |
+//! | `avt-internet` | the client and `secretsmanager.<region>.amazonaws.com` (moto, TLS on 443) |
+//! | `avt-apprunner` | the frontend: public endpoint `pub0` (inbound), connector ENI `eni0` (all outbound) |
+//! | `avt-resolver` | dnsmasq at the VPC base + 2: Cloud Map records, the DB endpoint, the AWS endpoint |
+//! | `avt-nat-<az>` | the NAT gateway (forwarding + masquerade) in a public subnet |
+//! | `avt-aurora` | PostgreSQL with TLS for the cluster endpoint name (`hostssl` only, like `rds.force_ssl`) |
+//! | `avt-task-<n>` | one ECS task: the private service and its own task metadata stand-in |
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::{Value, json};
+
+use crate::firewall::{self, ENI, IGW_IF, Members, PUBLIC_ENDPOINT_IF};
+use crate::ns::{self, NsProcess, in_namespace, wait_for};
+use crate::program::REGION;
+use crate::topology::{
+    APP_RUNNER_CLIENT_SIDE, APP_RUNNER_ENDPOINT, Env, HostKind, INTERNET_GATEWAY, INTERNET_HOST, SubnetKind,
+    Topology,
+};
+
+/// The VPC router's namespace.
+pub const ROUTER: &str = "avt-vpc";
+
+/// How the frontend is configured beyond what the program gives it (short bounds for tests).
+pub const FRONTEND_EXTRA_ENV: [(&str, &str); 4] = [
+    ("DB_CONNECT_TIMEOUT", "2s"),
+    ("DB_ACQUIRE_TIMEOUT", "2s"),
+    ("RUST_LOG", "info"),
+    ("ECSPRIVATESERVICE_TIMEOUT", "2s"),
+];
+
+/// The Secrets Manager endpoint name the SDK uses.
+pub fn secrets_manager_host() -> String {
+    format!("secretsmanager.{REGION}.amazonaws.com")
+}
+
+/// A running twin. Dropping it stops every process and removes every namespace it made.
+pub struct Twin {
+    pub topology: Topology,
+    dir: tempfile::TempDir,
+    ca_pem: String,
+    ca_path: PathBuf,
+    ca: harness::TestCa,
+    namespaces: Vec<String>,
+    frontend: Option<NsProcess>,
+    tasks: BTreeMap<usize, Task>,
+    registered: BTreeSet<usize>,
+    dnsmasq: Option<NsProcess>,
+    moto: Option<NsProcess>,
+    secret_arn: String,
+    db_password: String,
+    /// How long [`Twin::start`] took, and each phase.
+    pub start_time: Duration,
+    pub phases: Vec<(&'static str, Duration)>,
+    _lock: nix::fcntl::Flock<File>,
+}
+
+struct Task {
+    process: NsProcess,
+    _metadata: harness::EcsMetadata,
+    arn: String,
+}
+
+impl Twin {
+    /// Builds the network of `topology` and starts the whole system in it: Aurora, the secret,
+    /// the desired number of tasks (registered in Cloud Map), the frontend.
+    pub fn start(topology: Topology) -> Result<Self> {
+        crate::require_root()?;
+        let started = Instant::now();
+        let lock = take_lock()?;
+        let removed = ns::remove_leftovers()?;
+        if !removed.is_empty() {
+            eprintln!(
+                "vpc-twin: removed leftovers of an earlier run: {}",
+                removed.join(", ")
+            );
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("avt-twin-")
+            .tempdir()
+            .context("creating the twin's directory")?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        let ca = harness::TestCa::new()?;
+        let ca_pem = ca.cert_pem().to_owned();
+        let ca_path = dir.path().join("test-ca.pem");
+        std::fs::write(&ca_path, &ca_pem)?;
+        let mut twin = Self {
+            topology,
+            dir,
+            ca_pem,
+            ca_path,
+            ca,
+            namespaces: Vec::new(),
+            frontend: None,
+            tasks: BTreeMap::new(),
+            registered: BTreeSet::new(),
+            dnsmasq: None,
+            moto: None,
+            secret_arn: String::new(),
+            db_password: hex_token(),
+            start_time: Duration::ZERO,
+            phases: Vec::new(),
+            _lock: lock,
+        };
+        let mut phase = Instant::now();
+        let mut mark = |twin: &mut Self, name: &'static str| {
+            twin.phases.push((name, phase.elapsed()));
+            phase = Instant::now();
+        };
+        twin.build_network()?;
+        mark(&mut twin, "network (namespaces, links, routes, nftables)");
+        twin.start_resolver()?;
+        mark(&mut twin, "resolver (dnsmasq)");
+        twin.start_secrets_manager()?;
+        mark(&mut twin, "Secrets Manager (moto, TLS)");
+        twin.start_aurora()?;
+        mark(&mut twin, "Aurora (PostgreSQL, TLS)");
+        for number in 1..=twin.topology.desired_tasks {
+            twin.start_task(number)?;
+            twin.register(number)?;
+        }
+        mark(&mut twin, "tasks");
+        twin.start_frontend()?;
+        mark(&mut twin, "frontend");
+        twin.start_time = started.elapsed();
+        Ok(twin)
+    }
+
+    // ------------------------------------------------------------------ network
+
+    fn add_namespace(&mut self, name: &str) -> Result<()> {
+        ns::run("ip", &["netns", "add", name])?;
+        self.namespaces.push(name.to_owned());
+        // Forwarding hosts need loose reverse-path checks (replies come back another way).
+        ns::sysctl(
+            name,
+            &[
+                ("net.ipv4.conf.all.rp_filter", "0"),
+                ("net.ipv4.conf.default.rp_filter", "0"),
+                ("net.ipv4.conf.all.send_redirects", "0"),
+                ("net.ipv4.conf.default.send_redirects", "0"),
+            ],
+        )?;
+        ns::ip_batch(name, &["link set lo up".to_owned()])
+    }
+
+    fn build_network(&mut self) -> Result<()> {
+        let topology = self.topology.clone();
+        self.add_namespace(ROUTER)?;
+        ns::sysctl(ROUTER, &[("net.ipv4.ip_forward", "1")])?;
+        let internet = topology.host("internet").namespace();
+        self.add_namespace(&internet)?;
+
+        let mut router = Vec::new();
+        for subnet in &topology.vpc.subnets {
+            let bridge = bridge_name(&subnet.name);
+            router.push(format!("link add {bridge} type bridge"));
+            router.push(format!(
+                "addr add {}/{} dev {bridge}",
+                subnet.router(),
+                subnet.cidr.prefix_len()
+            ));
+            router.push(format!("link set {bridge} up"));
+        }
+        // The internet gateway: a link from the router to `internet`.
+        router.push(format!(
+            "link add {IGW_IF} type veth peer name {IGW_IF} netns {internet}"
+        ));
+        router.push(format!("addr add {INTERNET_GATEWAY}/24 dev {IGW_IF}"));
+        router.push(format!("link set {IGW_IF} up"));
+        router.push(format!("route add default via {INTERNET_HOST} dev {IGW_IF}"));
+        // Route tables of the private subnets: the VPC locally, 0.0.0.0/0 to their NAT gateway
+        // (or nowhere: a blackhole drops silently, as a missing route does in AWS).
+        for subnet in topology
+            .vpc
+            .subnets
+            .iter()
+            .filter(|subnet| subnet.kind != SubnetKind::Public)
+        {
+            let table = 100 + subnet.az * 10 + usize::from(subnet.kind == SubnetKind::Isolated);
+            router.push(format!(
+                "rule add from {} to {} lookup main pref 100",
+                subnet.cidr, topology.vpc.cidr
+            ));
+            router.push(format!("rule add from {} lookup {table} pref 200", subnet.cidr));
+            match (subnet.kind, topology.nat_for(subnet)) {
+                (SubnetKind::Private, Some(nat)) => {
+                    let nat_subnet = topology.subnet(nat.subnet.as_deref().unwrap_or_default());
+                    router.push(format!(
+                        "route add default via {} dev {} table {table}",
+                        nat.address,
+                        bridge_name(&nat_subnet.name)
+                    ));
+                }
+                _ => router.push(format!("route add blackhole default table {table}")),
+            }
+        }
+
+        // Hosts in the VPC.
+        let mut hosts = Vec::new();
+        for host in &topology.hosts {
+            match host.kind {
+                HostKind::Internet => continue,
+                // Tasks are made when ECS starts them.
+                HostKind::Task(_) => continue,
+                _ => {}
+            }
+            self.add_namespace(&host.namespace())?;
+            hosts.push(host.clone());
+        }
+        for host in &hosts {
+            router.extend(self.attach_commands(&host.name)?);
+        }
+        ns::ip_batch(ROUTER, &router)?;
+        for host in &hosts {
+            ns::ip_batch(&host.namespace(), &self.host_commands(&host.name))?;
+        }
+
+        // `internet`: its address on the gateway link, and the link to App Runner's endpoint.
+        let apprunner = topology.host("apprunner").namespace();
+        ns::ip_batch(
+            &internet,
+            &[
+                format!("addr add {INTERNET_HOST}/24 dev {IGW_IF}"),
+                format!("link set {IGW_IF} up"),
+                format!("route add default via {INTERNET_GATEWAY}"),
+                format!("link add ar0 type veth peer name {PUBLIC_ENDPOINT_IF} netns {apprunner}"),
+                format!("addr add {APP_RUNNER_CLIENT_SIDE}/24 dev ar0"),
+                "link set ar0 up".to_owned(),
+            ],
+        )?;
+        ns::ip_batch(
+            &apprunner,
+            &[
+                format!("addr add {APP_RUNNER_ENDPOINT}/24 dev {PUBLIC_ENDPOINT_IF}"),
+                format!("link set {PUBLIC_ENDPOINT_IF} up"),
+            ],
+        )?;
+
+        for nat in topology.hosts.iter().filter(|host| host.kind == HostKind::Nat) {
+            ns::sysctl(&nat.namespace(), &[("net.ipv4.ip_forward", "1")])?;
+            ns::nft(&nat.namespace(), &firewall::nat_gateway(&topology))?;
+        }
+        ns::nft(ROUTER, &firewall::vpc_router())?;
+        self.apply_security_groups()?;
+
+        // Every VPC host asks the VPC resolver, and only it.
+        for host in topology
+            .hosts
+            .iter()
+            .filter(|host| host.kind != HostKind::Internet)
+        {
+            let dir = Path::new("/etc/netns").join(host.namespace());
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(
+                dir.join("resolv.conf"),
+                format!(
+                    "nameserver {}\noptions timeout:1 attempts:2\n",
+                    topology.vpc.resolver()
+                ),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Router-side commands plugging host `name`'s ENI into its subnet's bridge.
+    fn attach_commands(&self, name: &str) -> Result<Vec<String>> {
+        let host = self.topology.host(name);
+        let subnet = host
+            .subnet
+            .as_deref()
+            .ok_or_else(|| anyhow!("{name} has no subnet"))?;
+        let port = format!("v-{name}");
+        Ok(vec![
+            format!(
+                "link add {port} type veth peer name {ENI} netns {}",
+                host.namespace()
+            ),
+            format!("link set {port} master {} up", bridge_name(subnet)),
+        ])
+    }
+
+    /// Host-side commands: the ENI's address and the default route via the subnet's router.
+    fn host_commands(&self, name: &str) -> Vec<String> {
+        let host = self.topology.host(name);
+        let subnet = self.topology.subnet(host.subnet.as_deref().unwrap_or_default());
+        vec![
+            format!("addr add {}/{} dev {ENI}", host.address, subnet.cidr.prefix_len()),
+            format!("link set {ENI} up"),
+            format!("route add default via {}", subnet.router()),
+        ]
+    }
+
+    /// The ENIs currently carrying each security group.
+    fn members(&self) -> Members {
+        let mut members = Members::new();
+        for host in &self.topology.hosts {
+            let live = match host.kind {
+                HostKind::Task(number) => self.tasks.contains_key(&number),
+                HostKind::Internet => false,
+                _ => true,
+            };
+            if live {
+                for group in &host.groups {
+                    members.entry(group.clone()).or_default().push(host.address);
+                }
+            }
+        }
+        members
+    }
+
+    /// (Re)loads the security groups of every host that exists, with the current members.
+    fn apply_security_groups(&self) -> Result<()> {
+        let members = self.members();
+        for host in self.topology.hosts.iter().filter(|host| !host.groups.is_empty()) {
+            if self.namespaces.contains(&host.namespace()) {
+                ns::nft(
+                    &host.namespace(),
+                    &firewall::security_groups(&self.topology, host, &members),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ resolver
+
+    fn hosts_file(&self) -> PathBuf {
+        self.dir.path().join("vpc-names.hosts")
+    }
+
+    fn cloud_map_file(&self) -> PathBuf {
+        self.dir.path().join("cloud-map.hosts")
+    }
+
+    fn write_cloud_map(&self) -> Result<()> {
+        let name = self.topology.cloud_map.fqdn();
+        let mut text = String::new();
+        for number in &self.registered {
+            text.push_str(&format!(
+                "{} {name}\n",
+                self.topology.host(&format!("task-{number}")).address
+            ));
+        }
+        // Replace atomically: dnsmasq may read it at any moment.
+        let temporary = self.dir.path().join("cloud-map.hosts.new");
+        std::fs::write(&temporary, text)?;
+        std::fs::rename(&temporary, self.cloud_map_file())?;
+        Ok(())
+    }
+
+    fn start_resolver(&mut self) -> Result<()> {
+        let topology = &self.topology;
+        std::fs::write(
+            self.hosts_file(),
+            format!(
+                "{} {}\n{INTERNET_HOST} {}\n",
+                topology.host("aurora").address,
+                topology.database.endpoint,
+                secrets_manager_host()
+            ),
+        )?;
+        self.write_cloud_map()?;
+        let resolver = topology.host("resolver");
+        let args = [
+            "--keep-in-foreground".to_owned(),
+            "--conf-file=/dev/null".to_owned(),
+            "--no-resolv".to_owned(),
+            "--no-hosts".to_owned(),
+            "--no-negcache".to_owned(),
+            "--user=root".to_owned(),
+            "--pid-file=".to_owned(),
+            "--bind-interfaces".to_owned(),
+            format!("--listen-address={}", resolver.address),
+            format!("--local-ttl={}", topology.cloud_map.ttl),
+            format!("--addn-hosts={}", self.hosts_file().display()),
+            format!("--addn-hosts={}", self.cloud_map_file().display()),
+            "--log-queries".to_owned(),
+            "--log-facility=-".to_owned(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut dnsmasq = NsProcess::spawn(
+            "dnsmasq",
+            &resolver.namespace(),
+            Path::new("dnsmasq"),
+            &args,
+            &[],
+            self.dir.path().join("dnsmasq.log"),
+        )?;
+        let addr = SocketAddr::from((resolver.address, 53));
+        let ns_name = resolver.namespace();
+        wait_for("dnsmasq listening", Duration::from_secs(10), || {
+            dnsmasq.check_running()?;
+            Ok(
+                (ns::tcp_connect(&ns_name, addr, Duration::from_millis(200))? == ns::Connect::Connected)
+                    .then_some(()),
+            )
+        })?;
+        self.dnsmasq = Some(dnsmasq);
+        Ok(())
+    }
+
+    /// Registers task `number`'s address under the Cloud Map name (as ECS does when it starts).
+    pub fn register(&mut self, number: usize) -> Result<()> {
+        self.registered.insert(number);
+        self.reload_cloud_map()
+    }
+
+    /// Removes task `number`'s record (as ECS does when it stops the task).
+    pub fn deregister(&mut self, number: usize) -> Result<()> {
+        self.registered.remove(&number);
+        self.reload_cloud_map()
+    }
+
+    fn reload_cloud_map(&self) -> Result<()> {
+        self.write_cloud_map()?;
+        self.dnsmasq
+            .as_ref()
+            .ok_or_else(|| anyhow!("the resolver is not running"))?
+            .hangup()
+    }
+
+    // ------------------------------------------------------------------ Secrets Manager
+
+    fn start_secrets_manager(&mut self) -> Result<()> {
+        let (cert, key) = self
+            .ca
+            .issue(&[&secrets_manager_host(), &INTERNET_HOST.to_string()])?;
+        let cert_path = self.dir.path().join("secretsmanager.crt");
+        let key_path = self.dir.path().join("secretsmanager.key");
+        std::fs::write(&cert_path, cert)?;
+        std::fs::write(&key_path, key)?;
+        let moto_dir = self.dir.path().join("moto");
+        std::fs::create_dir_all(&moto_dir)?;
+        let program = moto_server()?;
+        let internet = self.topology.host("internet").namespace();
+        let mut moto = NsProcess::spawn(
+            "moto_server",
+            &internet,
+            &program,
+            &[
+                "-H",
+                &INTERNET_HOST.to_string(),
+                "-p",
+                "443",
+                "-c",
+                &cert_path.display().to_string(),
+                "-k",
+                &key_path.display().to_string(),
+            ],
+            &[],
+            self.dir.path().join("moto.log"),
+        )?;
+        wait_for("moto answering on 443", Duration::from_secs(60), || {
+            moto.check_running()?;
+            Ok(self.secrets_call("ListSecrets", &json!({})).ok().map(|_| ()))
+        })?;
+        self.moto = Some(moto);
+        let secret = json!({
+            "username": self.topology.database.master_username,
+            "password": self.db_password,
+        });
+        let answer = self.secrets_call(
+            "CreateSecret",
+            &json!({"Name": "rds!cluster-0123abcd-avt", "SecretString": secret.to_string()}),
+        )?;
+        self.secret_arn = answer["ARN"]
+            .as_str()
+            .ok_or_else(|| anyhow!("CreateSecret answered without an ARN: {answer}"))?
+            .to_owned();
+        Ok(())
+    }
+
+    /// A Secrets Manager call from `internet`, over TLS to the stand-in (test CA).
+    pub fn secrets_call(&self, action: &str, request: &Value) -> Result<Value> {
+        let ca = self.ca_pem.clone();
+        let body = request.to_string();
+        let action = action.to_owned();
+        in_namespace(
+            &self.topology.host("internet").namespace(),
+            move || -> Result<Value> {
+                let certificate = ureq::tls::Certificate::from_pem(ca.as_bytes())?;
+                let tls = ureq::tls::TlsConfig::builder()
+                    .provider(ureq::tls::TlsProvider::Rustls)
+                    .root_certs(ureq::tls::RootCerts::new_with_certs(&[certificate]))
+                    .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                    .build();
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .tls_config(tls)
+                    .http_status_as_error(false)
+                    .timeout_global(Some(Duration::from_secs(5)))
+                    .build()
+                    .into();
+                let mut response = agent
+                    .post(format!("https://{INTERNET_HOST}/"))
+                    .header("X-Amz-Target", format!("secretsmanager.{action}"))
+                    .header("Content-Type", "application/x-amz-json-1.1")
+                    .header("Authorization", harness::moto::AUTHORIZATION)
+                    .send(body)?;
+                let status = response.status();
+                let text = response.body_mut().read_to_string()?;
+                if !status.is_success() {
+                    bail!("secretsmanager.{action} answered {status}: {text}");
+                }
+                Ok(serde_json::from_str(&text)?)
+            },
+        )?
+    }
+
+    /// Stores a new current value of the database secret, as a rotation does.
+    pub fn rotate_secret(&mut self, new_password: &str) -> Result<()> {
+        let secret = json!({
+            "username": self.topology.database.master_username,
+            "password": new_password,
+        });
+        self.secrets_call(
+            "PutSecretValue",
+            &json!({"SecretId": self.secret_arn, "SecretString": secret.to_string()}),
+        )?;
+        self.db_password = new_password.to_owned();
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ Aurora
+
+    fn aurora_dir(&self) -> PathBuf {
+        self.dir.path().join("aurora")
+    }
+
+    fn start_aurora(&mut self) -> Result<()> {
+        let bin = pg_bin()?;
+        let user = nix::unistd::User::from_name("postgres")?.ok_or_else(|| {
+            anyhow!("PostgreSQL must run as the `postgres` user: apt-get install -y postgresql")
+        })?;
+        let (uid, gid) = (user.uid.as_raw(), user.gid.as_raw());
+        let dir = self.aurora_dir();
+        std::fs::create_dir_all(&dir)?;
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
+        let data = dir.join("data");
+        let as_postgres = |tool: &str, args: &[&str]| -> Result<String> {
+            let program = bin.join(tool).display().to_string();
+            let mut full = vec![
+                "netns",
+                "exec",
+                "avt-aurora",
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                &program,
+            ];
+            full.extend_from_slice(args);
+            ns::run("ip", &full)
+        };
+        let data_arg = data.display().to_string();
+        as_postgres(
+            "initdb",
+            &[
+                "-D",
+                &data_arg,
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+                "--no-instructions",
+            ],
+        )?;
+        let (cert, key) = self.ca.issue(&[&self.topology.database.endpoint])?;
+        std::fs::write(dir.join("server.crt"), cert)?;
+        std::fs::write(dir.join("server.key"), key)?;
+        std::fs::set_permissions(dir.join("server.key"), std::fs::Permissions::from_mode(0o600))?;
+        let address = self.topology.host("aurora").address;
+        let settings = format!(
+            "listen_addresses = '{address}'\nport = {port}\nunix_socket_directories = '{dir}'\nmax_connections = 300\n\
+             fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nlog_min_messages = warning\n\
+             ssl = on\nssl_cert_file = '{dir}/server.crt'\nssl_key_file = '{dir}/server.key'\n",
+            port = self.topology.database.port,
+            dir = dir.display()
+        );
+        std::fs::write(data.join("postgresql.auto.conf"), settings)?;
+        // rds.force_ssl = 1: TCP clients must use TLS.
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 0.0.0.0/0 scram-sha-256\n",
+        )?;
+        for name in ["server.crt", "server.key"] {
+            std::os::unix::fs::chown(dir.join(name), Some(uid), Some(gid))?;
+        }
+        for name in ["postgresql.auto.conf", "pg_hba.conf"] {
+            std::os::unix::fs::chown(data.join(name), Some(uid), Some(gid))?;
+        }
+        let log = dir.join("postgres.log").display().to_string();
+        as_postgres(
+            "pg_ctl",
+            &["-D", &data_arg, "-l", &log, "-w", "-t", "60", "start"],
+        )?;
+        let database = self.topology.database.clone();
+        let password = self.db_password.clone();
+        self.admin(|client| {
+            let user = &database.master_username;
+            client.batch_execute(&format!("CREATE ROLE \"{user}\" LOGIN PASSWORD '{password}'"))?;
+            client.batch_execute(&format!("CREATE DATABASE \"{}\" OWNER \"{user}\"", database.name))?;
+            Ok(())
+        })
+    }
+
+    /// Runs `f` with a superuser client on Aurora (over its unix socket, outside any network).
+    pub fn admin<T: Send>(&self, f: impl FnOnce(&mut postgres::Client) -> Result<T> + Send) -> Result<T> {
+        let dir = self.aurora_dir();
+        let db = self.topology.database.name.clone();
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || -> Result<T> {
+                    let connect = |dbname: &str| {
+                        postgres::Config::new()
+                            .host_path(&dir)
+                            .port(self.topology.database.port)
+                            .user("postgres")
+                            .dbname(dbname)
+                            .connect(postgres::NoTls)
+                    };
+                    let mut client = connect(&db)
+                        .or_else(|_| connect("postgres"))
+                        .context("connecting to Aurora as postgres")?;
+                    f(&mut client)
+                })
+                .join()
+                .map_err(|_| anyhow!("the Aurora admin thread panicked"))?
+        })
+    }
+
+    /// Every stored User-Agent (for request-by-request accounting).
+    pub fn stored_user_agents(&self) -> Result<Vec<Option<String>>> {
+        self.admin(|client| {
+            Ok(client
+                .query("SELECT user_agent FROM access", &[])?
+                .iter()
+                .map(|row| row.get::<_, Option<String>>(0))
+                .collect())
+        })
+    }
+
+    /// Changes the database password of the master user (the database side of a rotation).
+    pub fn set_db_password(&self, password: &str) -> Result<()> {
+        let sql = format!(
+            "ALTER ROLE \"{}\" PASSWORD '{password}'",
+            self.topology.database.master_username
+        );
+        self.admin(move |client| Ok(client.batch_execute(&sql)?))
+    }
+
+    // ------------------------------------------------------------------ ECS tasks
+
+    /// Starts task `number` (its namespace, ENI, security groups, metadata endpoint and the
+    /// private service) and adds it to its security groups. Cloud Map: see [`register`](Self::register).
+    pub fn start_task(&mut self, number: usize) -> Result<()> {
+        let name = format!("task-{number}");
+        let host = self.topology.host(&name).clone();
+        let namespace = host.namespace();
+        if !self.namespaces.contains(&namespace) {
+            self.add_namespace(&namespace)?;
+            ns::ip_batch(ROUTER, &self.attach_commands(&name)?)?;
+            ns::ip_batch(&namespace, &self.host_commands(&name))?;
+            let dir = Path::new("/etc/netns").join(&namespace);
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(
+                dir.join("resolv.conf"),
+                format!(
+                    "nameserver {}\noptions timeout:1 attempts:2\n",
+                    self.topology.vpc.resolver()
+                ),
+            )?;
+        }
+        let id = format!("{:032x}", 0xa57_0000_u128 + number as u128 + (hex_seed() << 32));
+        let arn = format!("arn:aws:ecs:{REGION}:111122223333:task/demo/{id}");
+        let mut document = harness::ecs_task_metadata_fixture()?;
+        document["TaskARN"] = json!(arn);
+        document["Containers"][0]["Networks"][0]["IPv4Addresses"] = json!([host.address.to_string()]);
+        document["Containers"][0]["Labels"]["com.amazonaws.ecs.task-arn"] = json!(arn);
+        document["AvailabilityZone"] = json!(format!(
+            "{REGION}{}",
+            ['a', 'b', 'c', 'd', 'e', 'f'][(number - 1) % 6]
+        ));
+        let metadata = in_namespace(&namespace, move || harness::EcsMetadata::serving(document))??;
+        let process = NsProcess::spawn(
+            &format!("private-service ({name})"),
+            &namespace,
+            &harness::binary("private-service")?,
+            &[],
+            &[
+                ("PORT".to_owned(), "8080".to_owned()),
+                (
+                    "ECS_CONTAINER_METADATA_URI_V4".to_owned(),
+                    metadata.uri_v4().to_owned(),
+                ),
+            ],
+            self.dir.path().join(format!("{name}.log")),
+        )?;
+        self.tasks.insert(
+            number,
+            Task {
+                process,
+                _metadata: metadata,
+                arn,
+            },
+        );
+        let url = format!("http://{}:8080/health", host.address);
+        let namespace_for_probe = namespace.clone();
+        wait_for(&format!("{name} healthy"), Duration::from_secs(30), || {
+            if let Some(task) = self.tasks.get_mut(&number) {
+                task.process.check_running()?;
+            }
+            Ok(http_get(&namespace_for_probe, &url, Duration::from_secs(1))
+                .ok()
+                .filter(|answer| answer.status == 200)
+                .map(|_| ()))
+        })?;
+        self.apply_security_groups()
+    }
+
+    /// Stops task `number` as ECS does: its process ends, its ENI leaves the security groups.
+    pub fn stop_task(&mut self, number: usize) -> Result<()> {
+        let mut task = self
+            .tasks
+            .remove(&number)
+            .ok_or_else(|| anyhow!("task-{number} is not running"))?;
+        task.process.kill();
+        drop(task);
+        self.apply_security_groups()
+    }
+
+    /// The task ARN task `number` reports.
+    pub fn task_arn(&self, number: usize) -> Option<&str> {
+        self.tasks.get(&number).map(|task| task.arn.as_str())
+    }
+
+    // ------------------------------------------------------------------ frontend
+
+    /// The environment App Runner gives the frontend per the program, with the twin's values
+    /// for the references, plus static test credentials and the test CA.
+    pub fn frontend_env(&self) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = self
+            .topology
+            .env
+            .iter()
+            .map(|(key, value)| {
+                let value = match value {
+                    Env::Text(text) => text.clone(),
+                    Env::DbEndpoint => self.topology.database.endpoint.clone(),
+                    Env::DbPort => self.topology.database.port.to_string(),
+                    Env::DbName => self.topology.database.name.clone(),
+                    Env::DbSecretArn => self.secret_arn.clone(),
+                };
+                (key.clone(), value)
+            })
+            .collect();
+        let ca = self.ca_path.display().to_string();
+        env.extend(
+            [
+                ("PORT", self.topology.service_port.to_string()),
+                // verify-full against the test CA instead of the built-in RDS bundle.
+                ("DB_SSLROOTCERT", ca.clone()),
+                // The SDK's native roots: the test CA signed the Secrets Manager stand-in.
+                ("SSL_CERT_FILE", ca),
+                ("AWS_REGION", REGION.to_owned()),
+                ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+                ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+                ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+                ("AWS_CONFIG_FILE", "/dev/null".to_owned()),
+                ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".to_owned()),
+            ]
+            .map(|(key, value)| (key.to_owned(), value)),
+        );
+        env.extend(FRONTEND_EXTRA_ENV.map(|(key, value)| (key.to_owned(), value.to_owned())));
+        env
+    }
+
+    fn start_frontend(&mut self) -> Result<()> {
+        let env = self.frontend_env();
+        let mut frontend = NsProcess::spawn(
+            "frontend",
+            &self.topology.host("apprunner").namespace(),
+            &harness::binary("frontend")?,
+            &[],
+            &env,
+            self.dir.path().join("frontend.log"),
+        )?;
+        let url = self.url("/health");
+        let internet = self.topology.host("internet").namespace();
+        wait_for(
+            "the frontend healthy from internet",
+            Duration::from_secs(30),
+            || {
+                frontend.check_running()?;
+                Ok(http_get(&internet, &url, Duration::from_secs(1))
+                    .ok()
+                    .filter(|answer| answer.status == 200)
+                    .map(|_| ()))
+            },
+        )?;
+        self.frontend = Some(frontend);
+        Ok(())
+    }
+
+    /// What the frontend has logged so far.
+    pub fn frontend_logs(&self) -> String {
+        self.frontend.as_ref().map(NsProcess::logs).unwrap_or_default()
+    }
+
+    /// The service URL as called from `internet` (App Runner's public endpoint).
+    pub fn url(&self, path: &str) -> String {
+        format!(
+            "http://{APP_RUNNER_ENDPOINT}:{}{path}",
+            self.topology.service_port
+        )
+    }
+
+    /// The service's public address (for load generators in `internet`).
+    pub fn public_addr(&self) -> SocketAddr {
+        SocketAddr::from((APP_RUNNER_ENDPOINT, self.topology.service_port))
+    }
+
+    /// `GET path` from `internet`.
+    pub fn get(&self, path: &str) -> Result<Answer> {
+        http_get(
+            &self.topology.host("internet").namespace(),
+            &self.url(path),
+            Duration::from_secs(15),
+        )
+    }
+
+    /// The address a node is reached at by `from`: App Runner's public endpoint from
+    /// `internet`, else the node's own address.
+    pub fn address_of(&self, from: &str, node: &str) -> Ipv4Addr {
+        let host = self.topology.host(node);
+        match (self.topology.host(from).kind, host.kind) {
+            (HostKind::Internet, HostKind::AppRunner) => APP_RUNNER_ENDPOINT,
+            _ => host.address,
+        }
+    }
+
+    /// A TCP connect from node `from` to `to:port`.
+    pub fn connect(&self, from: &str, to: &str, port: u16, timeout: Duration) -> Result<ns::Connect> {
+        let addr = SocketAddr::from((self.address_of(from, to), port));
+        ns::tcp_connect(&self.topology.host(from).namespace(), addr, timeout)
+    }
+
+    /// The namespace of a node (for `ip netns exec <ns> bash`).
+    pub fn namespace_of(&self, node: &str) -> String {
+        self.topology.host(node).namespace()
+    }
+
+    /// Logs of the twin's processes (for failure messages).
+    pub fn all_logs(&self) -> String {
+        let mut out = String::new();
+        for process in self
+            .frontend
+            .iter()
+            .chain(self.tasks.values().map(|task| &task.process))
+            .chain(&self.dnsmasq)
+            .chain(&self.moto)
+        {
+            out.push_str(&format!(
+                "---- {} ----\n{}\n",
+                process.name,
+                tail(&process.logs(), 40)
+            ));
+        }
+        out
+    }
+
+    /// Stops everything and removes every namespace; returns how long that took.
+    pub fn stop(mut self) -> Result<Duration> {
+        let started = Instant::now();
+        self.teardown()?;
+        Ok(started.elapsed())
+    }
+
+    fn teardown(&mut self) -> Result<()> {
+        self.frontend.take();
+        self.tasks.clear();
+        self.dnsmasq.take();
+        self.moto.take();
+        let mut errors = Vec::new();
+        for namespace in self.namespaces.drain(..).rev() {
+            if let Err(error) = ns::delete_namespace(&namespace) {
+                errors.push(format!("{namespace}: {error:#}"));
+            }
+            let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&namespace));
+        }
+        if !errors.is_empty() {
+            bail!("removing the twin's namespaces: {}", errors.join("; "));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Twin {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("vpc-twin: logs at the failure:\n{}", self.all_logs());
+        }
+        if let Err(error) = self.teardown() {
+            eprintln!("vpc-twin: {error:#}");
+        }
+    }
+}
+
+/// An HTTP answer.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn json(&self) -> Result<Value> {
+        serde_json::from_str(&self.body).with_context(|| format!("not JSON: {}", self.body))
+    }
+
+    /// An RFC 9457 problem whose `status` member is the status.
+    pub fn is_problem(&self) -> bool {
+        self.content_type.starts_with("application/problem+json")
+            && self.json().is_ok_and(|body| body["status"] == json!(self.status))
+    }
+}
+
+/// `GET url` from namespace `ns`.
+pub fn http_get(ns: &str, url: &str, timeout: Duration) -> Result<Answer> {
+    let url = url.to_owned();
+    in_namespace(ns, move || -> Result<Answer> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout))
+            .build()
+            .into();
+        let mut response = agent.get(&url).header("User-Agent", "vpc-twin/1").call()?;
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = response.body_mut().read_to_string()?;
+        Ok(Answer {
+            status,
+            content_type,
+            body,
+        })
+    })?
+}
+
+fn bridge_name(subnet: &str) -> String {
+    format!("br-{subnet}")
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn hex_seed() -> u128 {
+    u128::from(std::process::id())
+}
+
+fn hex_token() -> String {
+    let mut bytes = [0_u8; 16];
+    if let Ok(mut file) = File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut file, &mut bytes);
+    }
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// One twin per machine at a time: an exclusive lock held for the twin's lifetime (a second
+/// run waits), so a run's leftover cleanup never hits another running twin.
+fn take_lock() -> Result<nix::fcntl::Flock<File>> {
+    let path = Path::new("/run/lock/avt-vpc-twin.lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, errno)| anyhow!("locking {}: {errno}", path.display()))
+}
+
+fn moto_server() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("MOTO_SERVER") {
+        return Ok(PathBuf::from(path));
+    }
+    let venv = harness::workspace_root().join(".venv/bin/moto_server");
+    if venv.exists() {
+        return Ok(venv);
+    }
+    bail!(
+        "moto_server was not found: python3 -m venv .venv && .venv/bin/pip install -r tests/harness/requirements.txt"
+    )
+}
+
+fn pg_bin() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("PG_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let mut candidates: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|entry| {
+                    let version = entry.file_name().to_string_lossy().parse().ok()?;
+                    let bin = entry.path().join("bin");
+                    bin.join("initdb").exists().then_some((version, bin))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    candidates.sort();
+    candidates.pop().map(|(_, bin)| bin).ok_or_else(|| {
+        anyhow!("PostgreSQL server binaries were not found: apt-get install -y postgresql (or set PG_BIN)")
+    })
+}
