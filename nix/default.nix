@@ -31,7 +31,7 @@ in
     push-images = {
       type = "app";
       program = lib.getExe push-images;
-      meta.description = "Push both images to ECR (<account>.dkr.ecr.<region>.amazonaws.com) and print their digests";
+      meta.description = "Push both images to ECR (<account>.dkr.ecr.<region>.amazonaws.com[/<namespace>]) and print their digests";
     };
   };
 

@@ -2,7 +2,7 @@
 # and sets FRONTEND_ARCHIVE and PRIVATE_SERVICE_ARCHIVE to the image tarballs; tests/pulumi/test_push.py
 # runs it the same way against a local registry).
 #
-#   push-images <account>.dkr.ecr.<region>.amazonaws.com[/<namespace>]
+#   push-images <account>.dkr.ecr.<region>.amazonaws.com[.cn][/<namespace>]
 #
 # Pushes both images to <namespace>/frontend and <namespace>/private-service (or to frontend and
 # private-service without a namespace) under the tag nix-<first 16 hex of the archive's sha256>, and
@@ -12,21 +12,22 @@
 # Credentials come from the AWS CLI's usual chain; the registry password goes through a pipe into a
 # private auth file, never onto a command line.
 
-usage="usage: push-images <account>.dkr.ecr.<region>.amazonaws.com[/<namespace>]"
+usage="usage: push-images <account>.dkr.ecr.<region>.amazonaws.com[.cn][/<namespace>]"
 if [ "$#" -ne 1 ]; then
   echo "$usage" >&2
   exit 2
 fi
-# ECR repository names: lowercase alphanumerics separated by single '.', '_' or '-', and '/'.
-component='[a-z0-9]+([._-][a-z0-9]+)*'
-if [[ ! $1 =~ ^([0-9]{12}\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com)(/($component(/$component)*))?$ ]]; then
+# ECR repository names (botocore's RepositoryName): components separated by '/', each lowercase
+# alphanumerics joined by '.', '_', '__' or a run of '-'. China regions' registries end in .amazonaws.com.cn.
+component='[a-z0-9]+(([.]|_|__|-+)[a-z0-9]+)*'
+if [[ ! $1 =~ ^([0-9]{12}\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?)(/($component(/$component)*))?$ ]]; then
   echo "push-images: '$1' is not an ECR registry with an optional repository namespace" >&2
   echo "$usage" >&2
   exit 2
 fi
 registry=${BASH_REMATCH[1]}
 region=${BASH_REMATCH[2]}
-namespace=${BASH_REMATCH[4]:+${BASH_REMATCH[4]}/}
+namespace=${BASH_REMATCH[5]:+${BASH_REMATCH[5]}/}
 
 workdir=$(mktemp -d)
 trap 'rm -rf "$workdir"' EXIT

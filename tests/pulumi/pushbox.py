@@ -5,13 +5,15 @@ namespace (`unshare --mount --net`, so root is needed) in which:
 
 - `docker-registry` (CNCF distribution) serves HTTPS on 127.0.0.1:443 with htpasswd auth (user AWS)
   and filesystem storage under tmp (kept across runs, so a second run sees the first run's pushes);
-- the host name 123456789012.dkr.ecr.us-east-1.amazonaws.com resolves to it (a private /etc/hosts),
-  so the scripts get exactly the repository URL ECR would give them and need no test switch;
+- the host names 123456789012.dkr.ecr.us-east-1.amazonaws.com and, for China regions,
+  123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn resolve to it (a private /etc/hosts), so the scripts
+  get exactly the repository URL ECR would give them and need no test switch;
 - its certificate is signed by a throwaway CA that containers/image trusts through
   /etc/containers/certs.d/<host>/ca.crt: TLS stays verified, as it is against real ECR;
 - /etc/containers is an empty directory apart from that CA: no policy.json, no registries.conf,
   as on a host that only has nixpkgs' skopeo;
-- `aws` on PATH is a stub that prints the registry password for `aws ecr get-login-password`;
+- `aws` on PATH is a stub that prints the registry password for `aws ecr get-login-password` in those
+  two regions;
 - HOME is an empty directory (no ~/.config/containers/policy.json, no auth files).
 """
 
@@ -27,7 +29,10 @@ import sys
 
 HOST = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 REGION = "us-east-1"
-TOOLS = ("skopeo", "docker-registry", "htpasswd", "openssl", "unshare", "ip", "mount")
+CN_HOST = "123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn"
+CN_REGION = "cn-north-1"
+HOSTS = {HOST: REGION, CN_HOST: CN_REGION}
+TOOLS = ("skopeo", "docker-registry", "htpasswd", "openssl", "unshare", "ip", "mount", "gzip")
 SETUP_HINT = "run tests/pulumi/setup.sh (as root) to install skopeo, docker-registry and apache2-utils"
 # The docker-archive generator another suite uses for nix/check-image.sh; one generator, shared.
 IMAGE_ARCHIVE = pathlib.Path(__file__).resolve().parent.parent / "nix" / "image_archive.py"
@@ -52,7 +57,7 @@ class PushBox:
 
     def __post_init__(self):
         r = self.root
-        for d in ("data", "home", "bin", "etc-containers", f"etc-containers/certs.d/{HOST}", "tls"):
+        for d in ("data", "home", "bin", "etc-containers", "tls", *(f"etc-containers/certs.d/{h}" for h in HOSTS)):
             (r / d).mkdir(parents=True, exist_ok=True)
         self._tls()
         htpasswd = subprocess.run(["htpasswd", "-Bbn", "AWS", self.password], check=True, capture_output=True,
@@ -66,14 +71,15 @@ class PushBox:
                                                        "key": str(r / "tls/server.key")}},
             "auth": {"htpasswd": {"realm": "ecr-look-alike", "path": str(r / "htpasswd")}},
         }))
-        (r / "hosts").write_text(f"127.0.0.1 localhost\n127.0.0.1 {HOST}\n")
+        (r / "hosts").write_text("127.0.0.1 localhost\n" + "".join(f"127.0.0.1 {h}\n" for h in HOSTS))
         aws = r / "bin" / "aws"
         aws.write_text(
             "#!/bin/sh\n"
             "# Stub of the AWS CLI: only `aws ecr get-login-password --region <region>`.\n"
-            f'if [ "$1 $2" = "ecr get-login-password" ] && [ "$3 $4" = "--region {REGION}" ]; then\n'
-            f"  printf '%s\\n' '{self.password}'\n"
-            "  exit 0\n"
+            'if [ "$1 $2 $3" = "ecr get-login-password --region" ]; then\n'
+            '  case "$4" in\n'
+            f"    {'|'.join(HOSTS.values())}) printf '%s\\n' '{self.password}'; exit 0 ;;\n"
+            "  esac\n"
             "fi\n"
             'echo "aws stub: unexpected arguments: $*" >&2\n'
             "exit 1\n")
@@ -90,10 +96,12 @@ class PushBox:
                 "-keyout", "ca.key", "-out", "ca.crt")
         openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={HOST}", "-keyout", "server.key",
                 "-out", "server.csr")
-        (t / "ext.cnf").write_text(f"subjectAltName=DNS:{HOST}\nextendedKeyUsage=serverAuth\n")
+        san = ",".join(f"DNS:{h}" for h in HOSTS)
+        (t / "ext.cnf").write_text(f"subjectAltName={san}\nextendedKeyUsage=serverAuth\n")
         openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
                 "-days", "2", "-extfile", "ext.cnf", "-out", "server.crt")
-        shutil.copy(t / "ca.crt", self.root / f"etc-containers/certs.d/{HOST}/ca.crt")
+        for h in HOSTS:
+            shutil.copy(t / "ca.crt", self.root / f"etc-containers/certs.d/{h}/ca.crt")
 
     def env(self, **extra) -> dict[str, str]:
         """A clean environment: the stub `aws` first on PATH, an empty HOME, no container settings."""
@@ -142,11 +150,18 @@ exit "$status"
 
 
 def make_archive(root: pathlib.Path, name: str, payload: bytes, out: pathlib.Path) -> pathlib.Path:
-    """A docker-archive laid out as nixpkgs' stream_layered_image.py streams it (uncompressed tar).
+    """A docker-archive as `nix build .#images` writes it, and the file this test's skopeo can push.
 
-    Uncompressed because Debian's skopeo 1.9.3 fails on every gzip-compressed docker-archive here
-    ("loading tar component manifest.json: unexpected EOF", even for `gzip -n` output), so the
-    `.tar.gz` that buildLayeredImage writes cannot be pushed by it; nixpkgs' skopeo is what users run.
+    tests/nix/image_archive.py writes `out` (a .tar.gz): nixpkgs' stream_layered_image.py layout,
+    gzip-wrapped as buildLayeredImage's `pigz -nTR` does. Returned is `gzip -dc` of exactly that file, so the
+    push reads the same tar nixpkgs produces, minus only the outer gzip.
+
+    Why not the .tar.gz itself: Debian's skopeo 1.9.3 fails on every gzip-compressed docker-archive
+    ("loading tar component manifest.json: unexpected EOF"). The cause is klauspost/pgzip v1.2.5, which
+    skopeo 1.9.3 pins: Reader.WriteTo loses the block a preceding Read prepared (containers/podman#15944,
+    fixed by klauspost/pgzip#50 in v1.2.6). skopeo >= 1.10, as in nixpkgs (1.22.x), reads gzip
+    docker-archives through compression.AutoDecompress, so users push the .tar.gz directly.
+    test_push.py::test_this_skopeo_and_the_gzip_archive checks which case this host is in.
     """
     store = f"/nix/store/{'a' * 32}-{name}"
     fake = root / f"fake-root-{name}"
@@ -159,6 +174,10 @@ def make_archive(root: pathlib.Path, name: str, payload: bytes, out: pathlib.Pat
         "Entrypoint": [f"{store}/bin/{name}"], "User": "65534:65534", "ExposedPorts": {"8080/tcp": {}},
         "Env": ["PORT=8080"],
     }))
+    assert out.name.endswith(".tar.gz"), out
     subprocess.run([sys.executable, str(IMAGE_ARCHIVE), "--root", str(fake), "--layer", store, "--config",
-                    str(config), "--repo-tag", f"{name}:{'b' * 32}", "--uncompressed", str(out)], check=True)
-    return out
+                    str(config), "--repo-tag", f"{name}:{'b' * 32}", str(out)], check=True)
+    tar = out.with_suffix("")  # x.tar.gz -> x.tar
+    with open(tar, "wb") as plain:
+        subprocess.run(["gzip", "-dc", str(out)], stdout=plain, check=True)
+    return tar

@@ -16,6 +16,7 @@ import yaml
 from pulumi_paths import BROKEN, HERE, PROGRAM, REPO
 
 from yamlcheck import Checker, check_program, parse_interpolation
+from yamlcheck import names as aws_names
 from yamlcheck.program import Ref
 
 
@@ -181,9 +182,26 @@ BAD_STACKS = {
     "abcdefghijklmnopqrstuvwxyz1234": {"resources.autoscaling.properties.autoScalingConfigurationName"},
     "prod-": {"resources.db.properties.finalSnapshotIdentifier", "resources.frontend-repo.properties.name",
               "resources.private-service-repo.properties.name"},
-    "prod--eu": {"resources.db.properties.finalSnapshotIdentifier", "resources.frontend-repo.properties.name",
-                 "resources.private-service-repo.properties.name"},
+    # ECR allows '--' (any run of hyphens); RDS does not.
+    "prod--eu": {"resources.db.properties.finalSnapshotIdentifier"},
 }
+
+
+# botocore's ECR RepositoryName: [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*, 2-256.
+GOOD_ECR_NAMES = ["ab", "frontend", "apprunner-vpc-demo-dev/frontend", "a--b", "a---b/c", "a__b", "a_b.c-d",
+                  "ns/sub/private-service", "1/2", "a" * 256]
+BAD_ECR_NAMES = ["a", "Frontend", "a___b", "a..b", "a-_b", "-a", "a-", "a_", ".a", "/a", "a/", "a//b", "a/-b",
+                 "a b", "a:b", "a" * 257]
+
+
+@pytest.mark.parametrize("name", GOOD_ECR_NAMES)
+def test_ecr_rule_accepts_what_ecr_accepts(name):
+    assert aws_names.rule_for("aws:ecr/repository:Repository", "name").problem(name) is None
+
+
+@pytest.mark.parametrize("name", BAD_ECR_NAMES)
+def test_ecr_rule_refuses_what_ecr_refuses(name):
+    assert aws_names.rule_for("aws:ecr/repository:Repository", "name").problem(name) is not None
 
 
 @pytest.mark.parametrize("stack", GOOD_STACKS)

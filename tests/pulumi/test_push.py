@@ -3,17 +3,23 @@ against a local registry that looks like ECR (see pushbox.py), on a host without
 
 Needs root and skopeo, docker-registry, htpasswd (tests/pulumi/setup.sh installs them); fails, never skips,
 without them.
+
+The archives are the .tar.gz files laid out and gzip-wrapped as nixpkgs writes them (tests/nix/image_archive.py),
+pushed after `gzip -dc`: Debian's skopeo 1.9.3 pins klauspost/pgzip v1.2.5, whose Reader.WriteTo loses data after
+a Read (klauspost/pgzip#50, containers/podman#15944), so it cannot read any gzip docker-archive; skopeo >= 1.10,
+nixpkgs' included, can. test_this_skopeo_and_the_gzip_archive pins down which case this host is in.
 """
 
 import hashlib
 import pathlib
 import re
+import subprocess
 import time
 
 import pytest
 import yaml
 from pulumi_paths import PROGRAM, REPO, STACK
-from pushbox import HOST, PushBox, make_archive, missing_prerequisites
+from pushbox import CN_HOST, HOST, PushBox, make_archive, missing_prerequisites
 
 from yamlcheck import parse_interpolation
 from yamlcheck.program import Ref
@@ -30,8 +36,10 @@ def box(tmp_path_factory):
         pytest.fail(problem)
     root = tmp_path_factory.mktemp("push")
     b = PushBox(root)
-    b.frontend = make_archive(root, "frontend", b"frontend binary v1\n" * 1000, root / "frontend.tar")
-    b.private = make_archive(root, "private-service", b"private binary v1\n" * 1000, root / "private-service.tar")
+    # What `nix build .#images` writes (result/<image>.tar.gz), and its `gzip -dc` that this skopeo pushes.
+    b.frontend_gz, b.private_gz = root / "frontend.tar.gz", root / "private-service.tar.gz"
+    b.frontend = make_archive(root, "frontend", b"frontend binary v1\n" * 1000, b.frontend_gz)
+    b.private = make_archive(root, "private-service", b"private binary v1\n" * 1000, b.private_gz)
     return b
 
 
@@ -56,6 +64,8 @@ def pulumi_push(program, resource: str, archive: pathlib.Path) -> tuple[str, dic
     """
     res = program["resources"][resource]
     assert res["type"] == "command:local:Command"
+    # No `dir`, no interpreter: the script runs under /bin/sh in the program's folder (run_pulumi_push).
+    assert set(res["properties"]) == {"create", "update", "environment", "triggers", "logging"}, resource
     create = res["properties"]["create"]
     (ref,) = [p for p in parse_interpolation(create)[0] if isinstance(p, Ref)]
     script = program["variables"][ref.root]
@@ -80,7 +90,8 @@ def pulumi_push(program, resource: str, archive: pathlib.Path) -> tuple[str, dic
 
 
 def run_pulumi_push(box, script, env):
-    # pulumi-command 1.2.1 runs `/bin/sh -c <create>` in `dir` with its own environment plus `environment`.
+    # pulumi-command 1.2.1 runs `/bin/sh -c <create>` with its own environment plus `environment`, in `dir` or,
+    # as here without one, in its own working directory: the folder of Pulumi.yaml, where the CLI starts plugins.
     return box.run(["/bin/sh", "-c", script], box.env(**env), cwd=PROGRAM.parent)
 
 
@@ -160,9 +171,30 @@ def test_push_images_without_namespace_and_usage(box):
     done = run_push_images(box, PUSH_IMAGES.read_text(), HOST)
     assert done.returncode == 0, done.stderr
     assert [line.split("=")[0] for line in done.stdout.splitlines()] == ["frontend", "private-service"]
-    for bad in ([], [f"https://{HOST}"], [f"{HOST}/Upper"], [f"{HOST}/a--b"], ["127.0.0.1:5000"], [HOST, HOST]):
+    # Namespaces follow ECR's repository name rule (yamlcheck/names.py): '__' and runs of '-' are allowed,
+    # '___', a separator at either end of a component, '//' and upper case are not.
+    for bad in ([], [f"https://{HOST}"], [f"{HOST}/Upper"], [f"{HOST}/a___b"], [f"{HOST}/a-"], [f"{HOST}/-a"],
+                [f"{HOST}//a"], [f"{HOST}/a/"], [f"{HOST}.evil.example"], [f"{HOST}.cn.evil.example"],
+                ["123456789012.dkr.ecr.us-east-1.amazonaws.cn"], ["127.0.0.1:5000"], [HOST, HOST]):
         refused = run_push_images(box, PUSH_IMAGES.read_text(), *bad)
         assert refused.returncode == 2 and "usage: push-images" in refused.stderr, (bad, refused.stderr)
+
+
+def test_push_images_accepts_every_ecr_namespace_form(box):
+    done = run_push_images(box, PUSH_IMAGES.read_text(), f"{HOST}/team--a__b.c/x-1")
+    assert done.returncode == 0, done.stderr
+    assert [line.split("=")[0] for line in done.stdout.splitlines()] == [
+        "team--a__b.c/x-1/frontend", "team--a__b.c/x-1/private-service"]
+
+
+def test_push_images_to_a_china_region_registry(box, program):
+    """China regions' registries are <account>.dkr.ecr.<region>.amazonaws.com.cn; login uses that region."""
+    namespace = f"{program['name']}-{STACK_NAME}"
+    done = run_push_images(box, PUSH_IMAGES.read_text(), f"{CN_HOST}/{namespace}")
+    assert done.returncode == 0, done.stderr
+    for line in done.stdout.splitlines():
+        name, ref = line.split("=", 1)
+        assert ref.startswith(f"{CN_HOST}/{name}@") and manifest_digest(box, ref) == ref.split("@")[1]
 
 
 def test_push_images_needs_its_own_policy_flag(box):
@@ -170,3 +202,38 @@ def test_push_images_needs_its_own_policy_flag(box):
     assert text.count("skopeo --insecure-policy copy") == 1
     mutated = run_push_images(box, text.replace("--insecure-policy ", ""), HOST)
     assert mutated.returncode != 0 and "policy.json" in mutated.stderr, mutated.stderr
+
+
+# ---------------------------------------------------------------- the .tar.gz as nix build writes it
+
+
+def skopeo_version() -> tuple[int, ...]:
+    out = subprocess.run(["skopeo", "--version"], capture_output=True, text=True, check=True).stdout
+    return tuple(int(x) for x in re.search(r"(\d+)\.(\d+)\.(\d+)", out).groups())
+
+
+def test_this_skopeo_and_the_gzip_archive(box):
+    """The push tests push `gzip -dc` of the .tar.gz; this says why, for the skopeo on this host.
+
+    skopeo < 1.10 (Debian's 1.9.3) pins klauspost/pgzip v1.2.5, whose Reader.WriteTo drops what a preceding
+    Read decoded (klauspost/pgzip#50, containers/podman#15944): reading manifest.json from the gzip stream
+    ends early. skopeo >= 1.10 (nixpkgs' 1.22.x) decompresses through compression.AutoDecompress: there the
+    .tar.gz itself must push, to the same digest as its decompressed tar.
+    """
+    def push(archive, tag):
+        digest = box.root / f"gz-check-{tag}.digest"
+        done = box.run(["skopeo", "--insecure-policy", "copy", "--quiet", "--dest-creds", f"AWS:{box.password}",
+                        "--digestfile", str(digest), f"docker-archive:{archive}",
+                        f"docker://{HOST}/gz-check/frontend:{tag}"], box.env())
+        return done, (digest.read_text() if done.returncode == 0 else None)
+
+    with open(box.frontend_gz, "rb") as gz:
+        assert gz.read(2) == b"\x1f\x8b"  # the archive under test really is the gzip-wrapped one
+    plain, plain_digest = push(box.frontend, "tar")
+    assert plain.returncode == 0, plain.stderr
+    gzipped, gz_digest = push(box.frontend_gz, "targz")
+    if skopeo_version() < (1, 10):
+        assert gzipped.returncode != 0 and "unexpected EOF" in gzipped.stderr, gzipped.stderr
+    else:
+        assert gzipped.returncode == 0, gzipped.stderr
+        assert gz_digest == plain_digest

@@ -16,7 +16,12 @@ import re
 
 APP_RUNNER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 RDS_IDENTIFIER = re.compile(r"[A-Za-z](?!.*--)[A-Za-z0-9-]*(?<!-)")
-ECR_REPOSITORY = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*")
+# CreateRepository's repositoryName, as botocore's ECR model states it (RepositoryName, 2-256 characters):
+#   [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*
+# Components separated by '/'; inside one, runs of lowercase alphanumerics joined by '.', '_', '__' or any
+# number of '-'. nix/push-images.sh checks its namespace argument with the same pattern.
+_ECR_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+ECR_REPOSITORY = re.compile(rf"{_ECR_COMPONENT}(?:/{_ECR_COMPONENT})*")
 ECS_NAME = re.compile(r"[A-Za-z0-9_-]+")
 LOG_GROUP = re.compile(r"[.\-_/#A-Za-z0-9]+")
 # What Pulumi itself accepts as a stack name.
@@ -51,8 +56,8 @@ RULES: dict[tuple[str, str], Rule] = {
         1, 63, RDS_IDENTIFIER, "RDS allows letters, digits and single hyphens, starting with a letter, "
                                "not ending with a hyphen"),
     ("aws:ecr:repository", "name"): Rule(
-        2, 256, ECR_REPOSITORY, "ECR allows lowercase letters and digits, separated by single '.', '_', '-' "
-                                "or '/'"),
+        2, 256, ECR_REPOSITORY, "ECR allows lowercase letters and digits, separated by '/', '.', '_', '__' "
+                                "or hyphens, not at the start or end of a component"),
     ("aws:ecs:taskdefinition", "family"): Rule(1, 255, ECS_NAME, "ECS allows letters, digits, '-' and '_' only"),
     ("aws:ecs:cluster", "name"): Rule(1, 255, ECS_NAME, "ECS allows letters, digits, '-' and '_' only"),
     ("aws:cloudwatch:loggroup", "name"): Rule(1, 512, LOG_GROUP, "CloudWatch Logs allows letters, digits and "
