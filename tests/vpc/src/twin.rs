@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 use crate::firewall::{self, ENI, IGW_IF, Members, PUBLIC_ENDPOINT_IF};
 use crate::ns::{self, NsProcess, in_namespace, wait_for};
 use crate::program::REGION;
+use crate::reach;
 use crate::topology::{
     APP_RUNNER_CLIENT_SIDE, APP_RUNNER_ENDPOINT, Env, HostKind, INTERNET_GATEWAY, INTERNET_HOST, SubnetKind,
     Topology,
@@ -122,10 +123,12 @@ impl Twin {
         mark(&mut twin, "network (namespaces, links, routes, nftables)");
         twin.start_resolver()?;
         mark(&mut twin, "resolver (dnsmasq)");
-        twin.start_secrets_manager()?;
-        mark(&mut twin, "Secrets Manager (moto, TLS)");
+        // moto takes ~2 s to boot: Aurora starts meanwhile.
+        twin.spawn_secrets_manager()?;
         twin.start_aurora()?;
         mark(&mut twin, "Aurora (PostgreSQL, TLS)");
+        twin.await_secrets_manager()?;
+        mark(&mut twin, "Secrets Manager (moto, TLS) and the secret");
         for number in 1..=twin.topology.desired_tasks {
             twin.start_task(number)?;
             twin.register(number)?;
@@ -433,7 +436,7 @@ impl Twin {
 
     // ------------------------------------------------------------------ Secrets Manager
 
-    fn start_secrets_manager(&mut self) -> Result<()> {
+    fn spawn_secrets_manager(&mut self) -> Result<()> {
         let (cert, key) = self
             .ca
             .issue(&[&secrets_manager_host(), &INTERNET_HOST.to_string()])?;
@@ -445,7 +448,7 @@ impl Twin {
         std::fs::create_dir_all(&moto_dir)?;
         let program = moto_server()?;
         let internet = self.topology.host("internet").namespace();
-        let mut moto = NsProcess::spawn(
+        let moto = NsProcess::spawn(
             "moto_server",
             &internet,
             &program,
@@ -462,10 +465,32 @@ impl Twin {
             &[],
             self.dir.path().join("moto.log"),
         )?;
-        wait_for("moto answering on 443", Duration::from_secs(60), || {
+        self.moto = Some(moto);
+        Ok(())
+    }
+
+    fn await_secrets_manager(&mut self) -> Result<()> {
+        let mut moto = self.moto.take().ok_or_else(|| anyhow!("moto was not started"))?;
+        let internet = self.topology.host("internet").namespace();
+        let addr = SocketAddr::from((INTERNET_HOST, 443));
+        wait_for("moto listening on 443", Duration::from_secs(60), || {
             moto.check_running()?;
-            Ok(self.secrets_call("ListSecrets", &json!({})).ok().map(|_| ()))
+            Ok(
+                (ns::tcp_connect(&internet, addr, Duration::from_millis(200))? == ns::Connect::Connected)
+                    .then_some(()),
+            )
         })?;
+        wait_for(
+            "moto answering Secrets Manager calls",
+            Duration::from_secs(60),
+            || {
+                moto.check_running()?;
+                Ok(self
+                    .secrets_call_within("ListSecrets", &json!({}), Duration::from_secs(10))
+                    .ok()
+                    .map(|_| ()))
+            },
+        )?;
         self.moto = Some(moto);
         let secret = json!({
             "username": self.topology.database.master_username,
@@ -484,6 +509,10 @@ impl Twin {
 
     /// A Secrets Manager call from `internet`, over TLS to the stand-in (test CA).
     pub fn secrets_call(&self, action: &str, request: &Value) -> Result<Value> {
+        self.secrets_call_within(action, request, Duration::from_secs(5))
+    }
+
+    fn secrets_call_within(&self, action: &str, request: &Value, timeout: Duration) -> Result<Value> {
         let ca = self.ca_pem.clone();
         let body = request.to_string();
         let action = action.to_owned();
@@ -499,7 +528,7 @@ impl Twin {
                 let agent: ureq::Agent = ureq::Agent::config_builder()
                     .tls_config(tls)
                     .http_status_as_error(false)
-                    .timeout_global(Some(Duration::from_secs(5)))
+                    .timeout_global(Some(timeout))
                     .build()
                     .into();
                 let mut response = agent
@@ -858,6 +887,59 @@ impl Twin {
     pub fn connect(&self, from: &str, to: &str, port: u16, timeout: Duration) -> Result<ns::Connect> {
         let addr = SocketAddr::from((self.address_of(from, to), port));
         ns::tcp_connect(&self.topology.host(from).namespace(), addr, timeout)
+    }
+
+    /// Every path of [`reach::standard_probes`] tried for real (TCP connect, `timeout` each, all
+    /// at once): the table (expected, observed, deciding rule) and the paths where the network
+    /// disagrees with the program's verdict. "Blocked" must be no answer at all, as in AWS.
+    pub fn matrix(&self, timeout: Duration) -> Result<(String, Vec<String>)> {
+        let paths: Vec<reach::Path> = reach::standard_probes(&self.topology)
+            .into_iter()
+            .filter(|(from, to, _)| self.is_up(from) && self.is_up(to))
+            .map(|(from, to, port)| reach::analyze(&self.topology, &from, &to, port))
+            .collect();
+        let observed: Vec<Result<ns::Connect>> = std::thread::scope(|scope| {
+            let probes: Vec<_> = paths
+                .iter()
+                .map(|path| scope.spawn(move || self.connect(&path.from, &path.to, path.port, timeout)))
+                .collect();
+            probes
+                .into_iter()
+                .map(|probe| probe.join().unwrap_or_else(|_| Err(anyhow!("a probe panicked"))))
+                .collect()
+        });
+        let mut rows = Vec::new();
+        let mut mismatches = Vec::new();
+        for (path, observed) in paths.into_iter().zip(observed) {
+            let observed = observed?;
+            let label = match &observed {
+                ns::Connect::Connected => "connected".to_owned(),
+                ns::Connect::NoAnswer => "no answer".to_owned(),
+                ns::Connect::Refused => "refused".to_owned(),
+                ns::Connect::Other(error) => error.clone(),
+            };
+            let agrees = matches!(
+                (path.verdict, &observed),
+                (reach::Verdict::Open, ns::Connect::Connected)
+                    | (reach::Verdict::Blocked, ns::Connect::NoAnswer)
+            );
+            if !agrees {
+                mismatches.push(format!(
+                    "{} → {}:{}: the program says {:?} ({}), the network gave {label}",
+                    path.from, path.to, path.port, path.verdict, path.because
+                ));
+            }
+            rows.push((path, Some(label)));
+        }
+        Ok((reach::table(&rows), mismatches))
+    }
+
+    /// Whether a node exists right now (tasks come and go).
+    fn is_up(&self, node: &str) -> bool {
+        match self.topology.host(node).kind {
+            HostKind::Task(number) => self.tasks.contains_key(&number),
+            _ => true,
+        }
     }
 
     /// The namespace of a node (for `ip netns exec <ns> bash`).

@@ -116,3 +116,19 @@ fn the_walkthrough_runs_through_the_vpc() {
     println!("walkthrough: {visit:?}\n{private:?}\n{connection:?}");
     stop(twin);
 }
+
+/// Every path the program opens is open, every other is silently dropped — checked against
+/// the rules' verdicts both ways, printed with the rule that decides each.
+#[test]
+fn the_reachability_matrix_is_what_the_rules_say() {
+    let _serial = serial();
+    let twin = start(program::load().unwrap());
+    let (table, mismatches) = twin.matrix(std::time::Duration::from_millis(1500)).unwrap();
+    println!("reachability matrix (TCP connect, 1.5 s):\n{table}");
+    assert!(
+        mismatches.is_empty(),
+        "the network disagrees with the program:\n{}",
+        mismatches.join("\n")
+    );
+    stop(twin);
+}
