@@ -846,6 +846,11 @@ impl Twin {
         Ok(())
     }
 
+    /// The frontend's process id (a restart would change it).
+    pub fn frontend_pid(&self) -> Option<u32> {
+        self.frontend.as_ref().and_then(NsProcess::pid)
+    }
+
     /// What the frontend has logged so far.
     pub fn frontend_logs(&self) -> String {
         self.frontend.as_ref().map(NsProcess::logs).unwrap_or_default()

@@ -5,6 +5,8 @@
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use vpc_twin::{firewall, program};
 
@@ -58,7 +60,7 @@ fn start(topology: vpc_twin::Topology) -> vpc_twin::Twin {
     twin
 }
 
-fn stop(twin: vpc_twin::Twin) {
+fn stop_twin(twin: vpc_twin::Twin) {
     let took = twin.stop().unwrap();
     println!("twin stopped in {took:?}");
     let left = vpc_twin::ns::run("ip", &["netns", "list"]).unwrap();
@@ -114,7 +116,7 @@ fn the_walkthrough_runs_through_the_vpc() {
         assert_eq!(answer.status, 200, "{path}: {answer:?}");
     }
     println!("walkthrough: {visit:?}\n{private:?}\n{connection:?}");
-    stop(twin);
+    stop_twin(twin);
 }
 
 /// Every path the program opens is open, every other is silently dropped — checked against
@@ -130,5 +132,127 @@ fn the_reachability_matrix_is_what_the_rules_say() {
         "the network disagrees with the program:\n{}",
         mismatches.join("\n")
     );
-    stop(twin);
+    stop_twin(twin);
+}
+
+/// One answer of the frontend as seen from `internet`, with when it came.
+struct Seen {
+    at: Instant,
+    status: u16,
+    problem: bool,
+    task_arn: Option<String>,
+    address: Option<String>,
+}
+
+/// The original's last step: the task is replaced; the Cloud Map record follows; the frontend
+/// (never restarted) reaches the new task within the record's TTL + 2 s, answering only 200
+/// or a 502/504 problem meanwhile.
+#[test]
+fn a_replaced_task_is_reached_within_the_record_ttl() {
+    let _serial = serial();
+    let mut twin = start(program::load().unwrap());
+    let ttl = Duration::from_secs(u64::from(twin.topology.cloud_map.ttl));
+    let internet = twin.namespace_of("internet");
+    let url = twin.url("/ecs-private-service");
+    let frontend_pid = twin.frontend_pid();
+    let stop = AtomicBool::new(false);
+    let (seen, switched_at, swap) = std::thread::scope(|scope| {
+        let poller = scope.spawn(|| {
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let answer = vpc_twin::twin::http_get(&internet, &url, Duration::from_secs(10)).unwrap();
+                let body = answer.json().ok();
+                let task = body.as_ref().map(|body| &body["Response"]);
+                seen.push(Seen {
+                    at: Instant::now(),
+                    status: answer.status,
+                    problem: answer.is_problem(),
+                    task_arn: task.and_then(|task| task["TaskArn"].as_str()).map(str::to_owned),
+                    address: task
+                        .and_then(|task| task["IpAddress"].as_str())
+                        .map(str::to_owned),
+                });
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            seen
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        // ECS stops task 1 (deregistering it first), starts task 2 elsewhere, registers it.
+        let stopping = Instant::now();
+        twin.deregister(1).unwrap();
+        twin.stop_task(1).unwrap();
+        twin.start_task(2).unwrap();
+        twin.register(2).unwrap();
+        let registered = Instant::now();
+        let task_2 = twin.task_arn(2).unwrap().to_owned();
+        let deadline = registered + ttl + Duration::from_secs(2);
+        let mut switched_at = None;
+        while Instant::now() < deadline + Duration::from_secs(1) {
+            // The poller's answers are checked after; here we only wait for the switch.
+            let answer = vpc_twin::twin::http_get(&internet, &url, Duration::from_secs(10)).unwrap();
+            if answer.status == 200 && answer.body.contains(&task_2) {
+                switched_at = Some(Instant::now());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        stop.store(true, Ordering::SeqCst);
+        (poller.join().unwrap(), switched_at, (stopping, registered))
+    });
+    let (stopping, registered) = swap;
+    let switched_at = switched_at.unwrap_or_else(|| {
+        panic!(
+            "/ecs-private-service never showed task 2 within TTL ({ttl:?}) + 2 s\n{}",
+            twin.all_logs()
+        )
+    });
+    let task_1 = twin.topology.host("task-1").address.to_string();
+    let task_2 = twin.topology.host("task-2").address.to_string();
+    println!(
+        "switch: {:?} from stopping task 1 to the first answer from task 2, {:?} after the record swap (TTL {ttl:?}); {} answers during the test",
+        switched_at - stopping,
+        switched_at.saturating_duration_since(registered),
+        seen.len()
+    );
+    let mut counts = std::collections::BTreeMap::new();
+    for answer in &seen {
+        let label = match (answer.status, answer.address.as_deref()) {
+            (200, Some(address)) if address == task_1 => "200 task-1".to_owned(),
+            (200, Some(address)) if address == task_2 => "200 task-2".to_owned(),
+            (status, _) => status.to_string(),
+        };
+        *counts.entry(label).or_insert(0) += 1;
+        let allowed = match answer.status {
+            200 => {
+                answer.task_arn.is_some()
+                    && (answer.address.as_deref() == Some(&task_1)
+                        || answer.address.as_deref() == Some(&task_2))
+            }
+            502 | 504 => answer.problem,
+            _ => false,
+        };
+        assert!(
+            allowed,
+            "an answer that is neither 200 from a task nor a 502/504 problem: status {} (problem {})",
+            answer.status, answer.problem
+        );
+    }
+    println!("answers during the switch: {counts:?}");
+    let last = seen
+        .iter()
+        .rev()
+        .take_while(|answer| answer.at > switched_at)
+        .collect::<Vec<_>>();
+    assert!(
+        last.iter()
+            .all(|answer| answer.address.as_deref() == Some(&task_2)),
+        "after the switch only task 2 answers"
+    );
+    assert_eq!(
+        twin.frontend_pid(),
+        frontend_pid,
+        "the frontend was not restarted"
+    );
+    stop_twin(twin);
 }
