@@ -18,7 +18,7 @@ pub struct Config {
     #[arg(long, env = "PORT", default_value_t = 8080)]
     pub port: u16,
 
-    /// Set (to anything) when running on App Runner; makes DB_SSLMODE default to `require`.
+    /// Set (to anything) when running on App Runner; makes DB_SSLMODE default to `verify-full`.
     #[arg(long, env = "APPRUNNERSERVICE", value_name = "APPRUNNERSERVICE")]
     pub apprunner_service: Option<String>,
 
@@ -71,12 +71,12 @@ pub struct DatabaseArgs {
     #[arg(long, env = "DB_PASS", hide_env_values = true)]
     pub db_pass: Option<SecretString>,
 
-    /// TLS to the database [default: require when APPRUNNERSERVICE is set, else disable]
+    /// TLS to the database [default: verify-full when APPRUNNERSERVICE is set, else disable]
     #[arg(long, env = "DB_SSLMODE", value_enum)]
     pub db_sslmode: Option<SslMode>,
 
-    /// CA bundle (PEM) to verify the server with, required by `verify-full`
-    /// (for Aurora: the RDS global bundle).
+    /// CA certificates (PEM) that `verify-full` trusts instead of the built-in RDS CA bundle:
+    /// a test CA, a newer bundle, or a region the built-in one does not cover (GovCloud, China).
     #[arg(long, env = "DB_SSLROOTCERT")]
     pub db_sslrootcert: Option<PathBuf>,
 
@@ -150,7 +150,8 @@ pub enum SslMode {
     Disable,
     /// TLS without verifying the server certificate (as libpq's `require`).
     Require,
-    /// TLS, certificate checked against DB_SSLROOTCERT and the host name.
+    /// TLS, the certificate checked against the RDS CA bundle built in (or DB_SSLROOTCERT) and
+    /// the host name.
     VerifyFull,
 }
 
@@ -195,7 +196,16 @@ pub enum CredentialSource {
 pub enum TlsSettings {
     Disable,
     Require,
-    VerifyFull { ca_bundle: PathBuf },
+    VerifyFull { roots: TrustedRoots },
+}
+
+/// The certificate authorities `verify-full` accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrustedRoots {
+    /// Amazon's RDS global CA bundle, compiled into the binary (see `certs/README.md`).
+    RdsBundle,
+    /// DB_SSLROOTCERT: these and no others.
+    File(PathBuf),
 }
 
 #[derive(Debug)]
@@ -211,8 +221,6 @@ pub struct ConnectionTestSettings {
 pub enum ConfigError {
     #[error("DB_USER and DB_PASS are required when DB_HOST is set and DBSECRETSNAME is not")]
     MissingStaticCredentials,
-    #[error("DB_SSLROOTCERT is required when DB_SSLMODE is verify-full")]
-    MissingRootCert,
     #[error("DB_SSLROOTCERT {0} is not a readable file")]
     UnreadableRootCert(String),
     #[error(
@@ -253,19 +261,24 @@ impl Config {
             (None, _, _) => None,
         };
 
+        // Aurora is reached across the VPC: on App Runner, authenticate it, not only encrypt.
         let default_mode = if on_app_runner {
-            SslMode::Require
+            SslMode::VerifyFull
         } else {
             SslMode::Disable
         };
         let tls = match (db.db_sslmode.unwrap_or(default_mode), db.db_sslrootcert) {
             (SslMode::Disable, _) => TlsSettings::Disable,
             (SslMode::Require, _) => TlsSettings::Require,
-            (SslMode::VerifyFull, None) => return Err(ConfigError::MissingRootCert),
+            (SslMode::VerifyFull, None) => TlsSettings::VerifyFull {
+                roots: TrustedRoots::RdsBundle,
+            },
             (SslMode::VerifyFull, Some(path)) if !path.is_file() => {
                 return Err(ConfigError::UnreadableRootCert(path.display().to_string()));
             }
-            (SslMode::VerifyFull, Some(ca_bundle)) => TlsSettings::VerifyFull { ca_bundle },
+            (SslMode::VerifyFull, Some(path)) => TlsSettings::VerifyFull {
+                roots: TrustedRoots::File(path),
+            },
         };
 
         if db.db_writers >= db.db_pool_size {
@@ -334,7 +347,7 @@ mod tests {
     }
 
     #[test]
-    fn tls_defaults_to_require_on_app_runner_and_disable_elsewhere() {
+    fn tls_defaults_to_verify_full_on_app_runner_and_disable_elsewhere() {
         let local = settings(&["--db-host", "db", "--db-user", "u", "--db-pass", "p"]).expect("valid");
         assert!(matches!(
             local.database.expect("configured").tls,
@@ -343,17 +356,22 @@ mod tests {
         let aws = settings(&["--apprunner-service", "yes", "--db-secret-name", "s"]).expect("valid");
         assert!(matches!(
             aws.database.expect("configured").tls,
-            TlsSettings::Require
+            TlsSettings::VerifyFull {
+                roots: TrustedRoots::RdsBundle
+            }
         ));
     }
 
     #[test]
-    fn verify_full_needs_a_readable_root_certificate() {
+    fn verify_full_trusts_the_rds_bundle_unless_a_readable_file_replaces_it() {
         let base = ["--db-secret-name", "s", "--db-sslmode", "verify-full"];
-        assert_eq!(
-            settings(&base).expect_err("no bundle"),
-            ConfigError::MissingRootCert
-        );
+        let built_in = settings(&base).expect("the built-in bundle needs no file");
+        assert!(matches!(
+            built_in.database.expect("configured").tls,
+            TlsSettings::VerifyFull {
+                roots: TrustedRoots::RdsBundle
+            }
+        ));
         let mut with_missing = base.to_vec();
         with_missing.extend(["--db-sslrootcert", "/nonexistent/rds.pem"]);
         assert!(
@@ -362,6 +380,13 @@ mod tests {
                 .to_string()
                 .contains("DB_SSLROOTCERT")
         );
+        let bundle = concat!(env!("CARGO_MANIFEST_DIR"), "/certs/rds-global-bundle.pem");
+        let mut with_file = base.to_vec();
+        with_file.extend(["--db-sslrootcert", bundle]);
+        assert!(matches!(
+            settings(&with_file).expect("a readable file").database.expect("configured").tls,
+            TlsSettings::VerifyFull { roots: TrustedRoots::File(path) } if path.ends_with("rds-global-bundle.pem")
+        ));
     }
 
     #[test]

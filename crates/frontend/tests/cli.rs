@@ -42,6 +42,11 @@ fn help_lists_every_environment_variable() {
             "--help does not mention {variable}:\n{stdout}"
         );
     }
+    assert!(
+        stdout.contains("verify-full when APPRUNNERSERVICE is set")
+            && stdout.contains("built-in RDS CA bundle"),
+        "--help says how the database is authenticated on App Runner:\n{stdout}"
+    );
 }
 
 #[test]
@@ -51,7 +56,11 @@ fn invalid_configuration_exits_2_naming_the_variable() {
         (&[("DB_SSLMODE", "sometimes")], "DB_SSLMODE"),
         (&[("DB_HOST", "db.internal")], "DB_USER"),
         (
-            &[("DBSECRETSNAME", "s"), ("DB_SSLMODE", "verify-full")],
+            &[
+                ("DBSECRETSNAME", "s"),
+                ("DB_SSLMODE", "verify-full"),
+                ("DB_SSLROOTCERT", "/nonexistent/ca.pem"),
+            ],
             "DB_SSLROOTCERT",
         ),
         (&[("DB_STATEMENT_TIMEOUT", "soon")], "DB_STATEMENT_TIMEOUT"),

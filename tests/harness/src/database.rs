@@ -50,7 +50,7 @@ pub struct Postgres {
 impl Postgres {
     /// Starts a fresh cluster without TLS.
     pub fn start() -> Result<Self> {
-        Self::start_inner(false)
+        Self::start_inner(None)
     }
 
     /// Starts a fresh cluster with `ssl = on`: its server certificate (for `localhost` and
@@ -58,10 +58,16 @@ impl Postgres {
     /// [`ca_cert_path`](Self::ca_cert_path). Plain connections are still accepted, so both
     /// `sslmode=disable` and `sslmode=verify-full` work against it.
     pub fn start_with_tls() -> Result<Self> {
-        Self::start_inner(true)
+        Self::start_with_tls_for(&["localhost", "127.0.0.1"])
     }
 
-    fn start_inner(tls: bool) -> Result<Self> {
+    /// As [`start_with_tls`](Self::start_with_tls), with a server certificate valid for
+    /// `names` only (DNS names or IP addresses): connecting by any other name is a mismatch.
+    pub fn start_with_tls_for(names: &[&str]) -> Result<Self> {
+        Self::start_inner(Some(names))
+    }
+
+    fn start_inner(tls_names: Option<&[&str]>) -> Result<Self> {
         let bin = find_pg_bin()?;
         let as_postgres_user = postgres_user_if_root()?;
         let dir = tempfile::Builder::new()
@@ -79,8 +85,8 @@ impl Postgres {
         };
         pg.give_to_postgres_user(pg.dir.path())?;
         pg.initdb()?;
-        if tls {
-            pg.write_tls_files()?;
+        if let Some(names) = tls_names {
+            pg.write_tls_files(names)?;
         }
         // The port was free when we looked; retry if another process took it meanwhile.
         let mut last_error = None;
@@ -350,8 +356,8 @@ impl Postgres {
         self.give_to_postgres_user(&path)
     }
 
-    fn write_tls_files(&mut self) -> Result<()> {
-        let tls = crate::tls::server_certificate(&["localhost", "127.0.0.1"])?;
+    fn write_tls_files(&mut self, names: &[&str]) -> Result<()> {
+        let tls = crate::tls::server_certificate(names)?;
         let dir = self.dir.path();
         let ca_path = dir.join("ca.crt");
         fs::write(&ca_path, tls.ca_cert_pem).context("writing ca.crt")?;

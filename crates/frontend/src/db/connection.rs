@@ -16,6 +16,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::{CredentialSource, DEFAULT_DB_NAME, DEFAULT_DB_PORT, DatabaseSettings};
 use crate::db::schema;
+use crate::db::tls::CertificateProblem;
 use crate::secrets::{SecretError, SecretsClient};
 
 /// A pooled connection with the statements every request uses, prepared once per connection.
@@ -40,6 +41,15 @@ pub enum ConnectError {
     Secret(#[from] SecretError),
     #[error("no database host: set DB_HOST or use a secret that carries `host`")]
     NoHost,
+    /// Not retried by requests and never the secret's fault: only a configuration change fixes it.
+    #[error(
+        "the database server {host} presented a certificate that DB_SSLMODE=verify-full rejects: {problem} \
+         (trusted: the RDS CA bundle built in, or the CAs in DB_SSLROOTCERT)"
+    )]
+    ServerCertificate {
+        host: String,
+        problem: CertificateProblem,
+    },
     #[error(transparent)]
     Postgres(#[from] postgres::Error),
     #[error("applying the schema migrations failed: {0}")]
@@ -56,6 +66,15 @@ impl ConnectError {
 struct Target {
     generation: u64,
     config: postgres::Config,
+}
+
+impl Target {
+    fn host(&self) -> Option<&str> {
+        match self.config.get_hosts().first() {
+            Some(postgres::config::Host::Tcp(host)) => Some(host),
+            _ => None,
+        }
+    }
 }
 
 enum Credentials {
@@ -103,12 +122,8 @@ impl Targets {
     /// Host and port connections go to (reads the secret if that has not happened yet).
     pub fn endpoint(&self) -> Result<(String, u16), ConnectError> {
         let target = self.current()?;
-        let host = match target.config.get_hosts().first() {
-            Some(postgres::config::Host::Tcp(host)) => host.clone(),
-            _ => return Err(ConnectError::NoHost),
-        };
         Ok((
-            host,
+            target.host().ok_or(ConnectError::NoHost)?.to_owned(),
             target
                 .config
                 .get_ports()
@@ -214,7 +229,16 @@ impl ConnectionManager {
     }
 
     fn open(&self, target: &Target) -> Result<Connection, ConnectError> {
-        let mut client = target.config.connect(self.tls.clone())?;
+        let mut client =
+            target.config.connect(self.tls.clone()).map_err(|error| {
+                match CertificateProblem::of(&error) {
+                    Some(problem) => ConnectError::ServerCertificate {
+                        host: target.host().unwrap_or_default().to_owned(),
+                        problem,
+                    },
+                    None => ConnectError::Postgres(error),
+                }
+            })?;
         if !self.schema_ready.load(Ordering::Acquire) {
             schema::migrate(&mut client).map_err(ConnectError::Migration)?;
             self.schema_ready.store(true, Ordering::Release);
@@ -264,6 +288,11 @@ pub struct LogConnectErrors;
 
 impl r2d2::HandleError<ConnectError> for LogConnectErrors {
     fn handle_error(&self, error: ConnectError) {
-        tracing::warn!(error = %super::error_chain(&error), "opening a database connection failed");
+        match error {
+            ConnectError::ServerCertificate { .. } => tracing::error!("{error}"),
+            error => {
+                tracing::warn!(error = %super::error_chain(&error), "opening a database connection failed")
+            }
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! Binaries: `$FRONTEND_BIN` / `$PRIVATE_SERVICE_BIN` when set (e.g. the release builds),
 //! otherwise built by the harness in the profile of this test run.
 
+mod database_tls;
 mod failures;
 mod runtime_contract;
 mod secrets_manager;
