@@ -31,6 +31,15 @@ pub struct DbSecret {
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SecretError {
+    /// No answer at all: in AWS this is nearly always the network path, so the message says
+    /// which (the most common mistake with App Runner's VPC egress).
+    #[error(
+        "Secrets Manager is unreachable (reading secret {secret_id}: {message}). With VPC egress \
+         (App Runner egressType VPC) every outbound call leaves through the VPC: its subnets need a route \
+         to a NAT gateway, or the VPC a secretsmanager interface VPC endpoint with private DNS, and the \
+         security group must allow HTTPS (443) out"
+    )]
+    Unreachable { secret_id: String, message: String },
     #[error("reading secret {secret_id} from Secrets Manager failed: {message}")]
     Fetch { secret_id: String, message: String },
     #[error("secret {secret_id} has no SecretString")]
@@ -105,8 +114,14 @@ impl SecretsClient {
             return Err(error.clone());
         }
         let result = self.runtime.block_on(self.read());
-        if let Err(error) = &result {
-            tracing::warn!(%error, "reading the database secret failed; not asking again for {FAILURE_HOLD:?}");
+        match &result {
+            Err(error @ SecretError::Unreachable { .. }) => {
+                tracing::error!(%error, "reading the database secret failed; not asking again for {FAILURE_HOLD:?}");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "reading the database secret failed; not asking again for {FAILURE_HOLD:?}");
+            }
+            Ok(_) => {}
         }
         *last_failure = result.as_ref().err().map(|error| (Instant::now(), error.clone()));
         result
@@ -119,9 +134,20 @@ impl SecretsClient {
             .secret_id(&self.secret_id)
             .send()
             .await
-            .map_err(|error| SecretError::Fetch {
-                secret_id: self.secret_id.clone(),
-                message: aws_sdk_secretsmanager::error::DisplayErrorContext(error).to_string(),
+            .map_err(|error| {
+                use aws_sdk_secretsmanager::error::SdkError;
+                let unreachable = match &error {
+                    SdkError::TimeoutError(_) => true,
+                    SdkError::DispatchFailure(failure) => failure.is_io() || failure.is_timeout(),
+                    _ => false,
+                };
+                let secret_id = self.secret_id.clone();
+                let message = aws_sdk_secretsmanager::error::DisplayErrorContext(error).to_string();
+                if unreachable {
+                    SecretError::Unreachable { secret_id, message }
+                } else {
+                    SecretError::Fetch { secret_id, message }
+                }
             })?;
         let text = output.secret_string().ok_or_else(|| SecretError::NotAString {
             secret_id: self.secret_id.clone(),

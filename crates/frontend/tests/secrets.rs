@@ -167,6 +167,37 @@ fn a_missing_secret_gives_503_not_a_crash() {
 }
 
 #[test]
+fn an_unreachable_secrets_manager_is_logged_with_the_network_fix() {
+    let world = World::new();
+    let mut aws_env = world.moto.aws_env();
+    let nothing_listens = harness::closed_port_url().expect("a free port");
+    for (name, value) in &mut aws_env {
+        if name == "AWS_ENDPOINT_URL_SECRETS_MANAGER" {
+            value.clone_from(&nothing_listens);
+        }
+    }
+    let mut env = world.endpoint_env();
+    env.push(("DBSECRETSNAME", "demo/db".to_owned()));
+    let frontend = world.frontend_with_aws_env(aws_env, &env);
+
+    let (status, body) = get(&frontend, "/");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        !body.to_string().contains("NAT"),
+        "the diagnosis is for the operator's log, not the client: {body}"
+    );
+    let logs = frontend.logs();
+    let line = logs
+        .lines()
+        .find(|line| line.contains("Secrets Manager is unreachable"))
+        .unwrap_or_else(|| panic!("no diagnosis in the log:\n{logs}"));
+    assert!(
+        line.contains("NAT gateway") && line.contains("VPC endpoint") && line.contains("\"level\":\"ERROR\""),
+        "{line}"
+    );
+}
+
+#[test]
 fn a_rotated_password_is_picked_up_without_a_restart() {
     let world = World::new();
     let arn = world
