@@ -389,6 +389,9 @@ impl Twin {
             format!("--local-ttl={}", topology.cloud_map.ttl),
             format!("--addn-hosts={}", self.hosts_file().display()),
             format!("--addn-hosts={}", self.cloud_map_file().display()),
+            // Authoritative for every name (no upstream): unknown names and missing AAAA get
+            // NXDOMAIN/NODATA at once instead of REFUSED.
+            "--local=/#/".to_owned(),
             "--log-queries".to_owned(),
             "--log-facility=-".to_owned(),
         ];
@@ -676,6 +679,13 @@ impl Twin {
     /// Every stored User-Agent (for request-by-request accounting).
     pub fn stored_user_agents(&self) -> Result<Vec<Option<String>>> {
         self.admin(|client| {
+            // No table yet: the frontend never reached the database (migrations run on connect).
+            let exists: bool = client
+                .query_one("SELECT to_regclass('public.access') IS NOT NULL", &[])?
+                .get(0);
+            if !exists {
+                return Ok(Vec::new());
+            }
             Ok(client
                 .query("SELECT user_agent FROM access", &[])?
                 .iter()

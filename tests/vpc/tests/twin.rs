@@ -256,3 +256,121 @@ fn a_replaced_task_is_reached_within_the_record_ttl() {
     );
     stop_twin(twin);
 }
+
+/// A copy of the program with one change, read back from its file as `PULUMI_PROGRAM` would be.
+fn mutated(change: impl Fn(&str) -> anyhow::Result<String>) -> vpc_twin::Topology {
+    let text = std::fs::read_to_string(program::program_path()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("Pulumi.yaml");
+    std::fs::write(&path, change(&text).unwrap()).unwrap();
+    program::from_path(&path).unwrap()
+}
+
+/// The twin of a mutated program: its matrix must follow the mutated rules too.
+fn start_checked(topology: vpc_twin::Topology) -> vpc_twin::Twin {
+    let twin = start(topology);
+    let (table, mismatches) = twin.matrix(Duration::from_millis(1500)).unwrap();
+    println!("reachability matrix of the mutated program:\n{table}");
+    assert!(
+        mismatches.is_empty(),
+        "the network disagrees with the program:\n{}",
+        mismatches.join("\n")
+    );
+    twin
+}
+
+fn timed_get(twin: &vpc_twin::Twin, path: &str) -> (vpc_twin::twin::Answer, Duration) {
+    let started = Instant::now();
+    let answer = twin.get(path).unwrap();
+    (answer, started.elapsed())
+}
+
+/// The bound of a visit while the database cannot be reached: the acquire timeout (2 s in the
+/// twin) twice, plus 2 s (as the reliability suites allow).
+const VISIT_BOUND: Duration = Duration::from_secs(6);
+
+#[test]
+fn without_the_database_ingress_rule_a_visit_is_a_503_problem_within_its_bound() {
+    let _serial = serial();
+    let twin = start_checked(mutated(|text| {
+        program::without_resource(text, "db-from-connector")
+    }));
+    let (visit, took) = timed_get(&twin, "/");
+    println!(
+        "GET / without db-from-connector: {} in {took:?}: {}",
+        visit.status, visit.body
+    );
+    assert_eq!(visit.status, 503, "{visit:?}");
+    assert!(visit.is_problem(), "{visit:?}");
+    assert!(took <= VISIT_BOUND, "answered after {took:?}");
+    assert!(twin.stored_user_agents().unwrap().is_empty());
+    let private = twin.get("/ecs-private-service").unwrap();
+    assert_eq!(
+        private.status, 200,
+        "the private service is still reachable: {private:?}"
+    );
+    stop_twin(twin);
+}
+
+#[test]
+fn without_the_private_service_ingress_rule_the_relay_is_a_502_or_504_problem() {
+    let _serial = serial();
+    let twin = start_checked(mutated(|text| {
+        program::without_resource(text, "private-service-from-connector")
+    }));
+    let (private, took) = timed_get(&twin, "/ecs-private-service");
+    println!(
+        "GET /ecs-private-service without private-service-from-connector: {} in {took:?}: {}",
+        private.status, private.body
+    );
+    assert!(matches!(private.status, 502 | 504), "{private:?}");
+    assert!(private.is_problem(), "{private:?}");
+    assert!(
+        took <= Duration::from_secs(3),
+        "answered after {took:?} (timeout 2 s + 1 s)"
+    );
+    let visit = twin.get("/").unwrap();
+    assert_eq!(visit.status, 200, "the database is still reachable: {visit:?}");
+    stop_twin(twin);
+}
+
+/// The most common App Runner VPC mistake: VPC egress without a way to Secrets Manager.
+fn secrets_manager_unreachable(twin: vpc_twin::Twin, what: &str) {
+    let (visit, took) = timed_get(&twin, "/");
+    println!("GET / {what}: {} in {took:?}: {}", visit.status, visit.body);
+    assert_eq!(visit.status, 503, "{visit:?}");
+    assert!(visit.is_problem(), "{visit:?}");
+    assert!(took <= VISIT_BOUND, "answered after {took:?}");
+    // The SDK gives up after its retries; the log then names the cause and the two cures.
+    let line = vpc_twin::ns::wait_for("the frontend's diagnosis", Duration::from_secs(45), || {
+        let _ = twin.get("/");
+        Ok(twin
+            .frontend_logs()
+            .lines()
+            .find(|line| line.contains("Secrets Manager is unreachable"))
+            .map(str::to_owned))
+    })
+    .unwrap_or_else(|error| panic!("{error:#}\n{}", twin.frontend_logs()));
+    println!("frontend log: {line}");
+    assert!(line.contains("NAT gateway"), "{line}");
+    assert!(line.contains("VPC endpoint"), "{line}");
+    stop_twin(twin);
+}
+
+#[test]
+fn without_a_nat_gateway_secrets_manager_is_unreachable_and_the_log_says_why() {
+    let _serial = serial();
+    let twin = start_checked(mutated(|text| {
+        program::with_config_default(text, "natStrategy", "None")
+    }));
+    secrets_manager_unreachable(twin, "with natGateways None");
+}
+
+#[test]
+fn without_the_connectors_https_egress_secrets_manager_is_unreachable_and_the_log_says_why() {
+    let _serial = serial();
+    let twin = start_checked(mutated(|text| {
+        program::without_resource(text, "connector-https-out")
+    }));
+    secrets_manager_unreachable(twin, "without connector-https-out");
+}
