@@ -694,6 +694,18 @@ impl Twin {
         })
     }
 
+    /// Ends every session the frontend holds (so its pool must open new connections).
+    pub fn end_frontend_sessions(&self) -> Result<i64> {
+        self.admin(|client| {
+            Ok(client
+                .query_one(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'frontend'",
+                    &[],
+                )?
+                .get(0))
+        })
+    }
+
     /// Changes the database password of the master user (the database side of a rotation).
     pub fn set_db_password(&self, password: &str) -> Result<()> {
         let sql = format!(

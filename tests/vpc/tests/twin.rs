@@ -374,3 +374,87 @@ fn without_the_connectors_https_egress_secrets_manager_is_unreachable_and_the_lo
     }));
     secrets_manager_unreachable(twin, "without connector-https-out");
 }
+
+/// Rotation through NAT: while `GET /` is loaded from `internet`, the database password
+/// changes, the secret at the Secrets Manager stand-in (reached only through the NAT host)
+/// gets the new value and the frontend's sessions are ended. The reliability suite's bounds
+/// and accounting apply: at most one 503 problem per pool connection, every 200 exactly one
+/// row, no row without a 200, no restart.
+#[test]
+fn rotating_the_secret_through_nat_under_load_keeps_every_visit_accounted_for() {
+    use reliability_tests::{Load, LoadSpec, Outcome, Target};
+    const POOL_SIZE: usize = 4; // the frontend's default DB_POOL_SIZE
+    let _serial = serial();
+    let mut twin = start(program::load().unwrap());
+    let pid = twin.frontend_pid();
+    let (before, after) = (Duration::from_secs(3), Duration::from_secs(6));
+    let spec = LoadSpec::new(twin.public_addr(), vec![Target::visits(64)], before + after);
+    // The load's threads are made in `internet`, so every connection comes from there.
+    let load = vpc_twin::ns::in_namespace(&twin.namespace_of("internet"), || Load::start(spec))
+        .unwrap()
+        .unwrap();
+    std::thread::sleep(before);
+    let new_password = "rotated-through-nat-5d1c9e";
+    twin.set_db_password(new_password).unwrap();
+    twin.rotate_secret(new_password).unwrap();
+    let ended = twin.end_frontend_sessions().unwrap();
+    let rotated = Instant::now();
+    let report = load.finish().unwrap();
+    println!(
+        "rotation through NAT: ended {ended} sessions\n{}",
+        report.summary()
+    );
+    assert!(
+        ended > 0,
+        "the frontend held no session to end: the rotation was not exercised"
+    );
+
+    let failures: Vec<_> = report
+        .records
+        .iter()
+        .filter(|record| record.status() != Some(200))
+        .collect();
+    assert!(
+        failures.len() <= POOL_SIZE,
+        "{} requests failed across the rotation (at most one per pool connection), e.g. {:?}\n{}",
+        failures.len(),
+        &failures[..failures.len().min(5)],
+        twin.all_logs()
+    );
+    assert!(
+        failures.iter().all(|record| matches!(
+            record.outcome,
+            Outcome::Response {
+                status: 503,
+                problem: true,
+                ..
+            }
+        )),
+        "a failure other than 503 problem+json: {failures:?}"
+    );
+    let later = report
+        .of(0)
+        .filter(|record| record.start > rotated + Duration::from_secs(1) && record.status() == Some(200))
+        .count();
+    assert!(later > 0, "no visit succeeded after the rotation");
+    let secret_reads = twin
+        .frontend_logs()
+        .lines()
+        .filter(|line| line.contains("database credentials read from Secrets Manager"))
+        .count();
+    assert!(
+        secret_reads >= 2,
+        "the secret was re-read through NAT ({secret_reads} reads)"
+    );
+    assert_eq!(twin.frontend_pid(), pid, "no restart");
+
+    let accounting = report.account(0, &twin.stored_user_agents().unwrap());
+    assert!(accounting.is_exact(), "across the rotation: {accounting}");
+    println!(
+        "rotation through NAT: {} failed (limit {POOL_SIZE}), {} answers 200 = {} rows, secret read {secret_reads} times",
+        failures.len(),
+        report.count_status(0, 200),
+        accounting.rows
+    );
+    stop_twin(twin);
+}
