@@ -13,6 +13,7 @@ pub mod firewall;
 pub mod ns;
 pub mod program;
 pub mod reach;
+pub mod stack;
 pub mod topology;
 pub mod twin;
 

@@ -258,21 +258,15 @@ impl Twin {
         ns::nft(ROUTER, &firewall::vpc_router())?;
         self.apply_security_groups()?;
 
-        // Every VPC host asks the VPC resolver, and only it.
+        // Every VPC host asks the VPC resolver, and only it (tasks: when they start).
+        // `internet` has no resolver: the machine's own is unreachable from there and lookups
+        // would wait for timeouts, so a refused local one makes them fail at once.
         for host in topology
             .hosts
             .iter()
-            .filter(|host| host.kind != HostKind::Internet)
+            .filter(|host| !matches!(host.kind, HostKind::Task(_)))
         {
-            let dir = Path::new("/etc/netns").join(host.namespace());
-            std::fs::create_dir_all(&dir)?;
-            std::fs::write(
-                dir.join("resolv.conf"),
-                format!(
-                    "nameserver {}\noptions timeout:1 attempts:2\n",
-                    topology.vpc.resolver()
-                ),
-            )?;
+            write_resolv_conf(&topology, &host.name)?;
         }
         Ok(())
     }
@@ -727,15 +721,7 @@ impl Twin {
             self.add_namespace(&namespace)?;
             ns::ip_batch(ROUTER, &self.attach_commands(&name)?)?;
             ns::ip_batch(&namespace, &self.host_commands(&name))?;
-            let dir = Path::new("/etc/netns").join(&namespace);
-            std::fs::create_dir_all(&dir)?;
-            std::fs::write(
-                dir.join("resolv.conf"),
-                format!(
-                    "nameserver {}\noptions timeout:1 attempts:2\n",
-                    self.topology.vpc.resolver()
-                ),
-            )?;
+            write_resolv_conf(&self.topology, &name)?;
         }
         let id = format!("{:032x}", 0xa57_0000_u128 + number as u128 + (hex_seed() << 32));
         let arn = format!("arn:aws:ecs:{REGION}:111122223333:task/demo/{id}");
@@ -1012,6 +998,9 @@ impl Twin {
             }
             let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&namespace));
         }
+        for host in &self.topology.hosts {
+            let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(host.namespace()));
+        }
         if !errors.is_empty() {
             bail!("removing the twin's namespaces: {}", errors.join("; "));
         }
@@ -1074,6 +1063,22 @@ pub fn http_get(ns: &str, url: &str, timeout: Duration) -> Result<Answer> {
             body,
         })
     })?
+}
+
+/// `/etc/netns/<namespace>/resolv.conf`, which `ip netns exec` mounts over `/etc/resolv.conf`.
+fn write_resolv_conf(topology: &Topology, node: &str) -> Result<()> {
+    let host = topology.host(node);
+    let resolver = match host.kind {
+        HostKind::Internet => Ipv4Addr::LOCALHOST,
+        _ => topology.vpc.resolver(),
+    };
+    let dir = Path::new("/etc/netns").join(host.namespace());
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("resolv.conf"),
+        format!("nameserver {resolver}\noptions timeout:1 attempts:2\n"),
+    )?;
+    Ok(())
 }
 
 fn bridge_name(subnet: &str) -> String {

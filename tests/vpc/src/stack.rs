@@ -1,0 +1,107 @@
+//! The twin for a person (`local-stack --vpc`, or `vpc-stack`): starts it, prints the
+//! topology (hosts, namespaces, addresses, security groups), the reachability matrix tried for
+//! real with the rule deciding each path, the URL to call from `internet` and how to open a
+//! shell there; Ctrl-C (or SIGTERM) tears everything down.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use nix::sys::signal::{SigSet, Signal};
+
+use crate::topology::{HostKind, Topology};
+use crate::{Twin, program};
+
+/// The hosts of a topology as a table (node, namespace, subnet, address, security groups).
+pub fn describe(topology: &Topology) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "| node | namespace | subnet | address | security groups |");
+    let _ = writeln!(out, "|---|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "| (VPC router) | {} | every subnet, router at base + 1; internet gateway | {} | — |",
+        crate::twin::ROUTER,
+        topology.vpc.cidr
+    );
+    for host in &topology.hosts {
+        let subnet = match &host.subnet {
+            Some(name) => format!("{name} ({})", topology.subnet(name).cidr),
+            None => "outside the VPC".to_owned(),
+        };
+        let address = match host.kind {
+            HostKind::AppRunner => format!(
+                "{} (connector ENI); public endpoint {}:{}",
+                host.address,
+                crate::topology::APP_RUNNER_ENDPOINT,
+                topology.service_port
+            ),
+            HostKind::Task(number) if number > topology.desired_tasks => {
+                format!("{} (started when a task is replaced)", host.address)
+            }
+            _ => host.address.to_string(),
+        };
+        let groups = if host.groups.is_empty() {
+            "—".to_owned()
+        } else {
+            host.groups.join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {subnet} | {address} | {groups} |",
+            host.name,
+            host.namespace()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nNames the VPC resolver ({}) answers: {} (TTL {} s), {}, {}",
+        topology.vpc.resolver(),
+        topology.cloud_map.fqdn(),
+        topology.cloud_map.ttl,
+        topology.database.endpoint,
+        crate::twin::secrets_manager_host()
+    );
+    out
+}
+
+/// Runs the twin of `$PULUMI_PROGRAM` (else `pulumi/Pulumi.yaml`) until Ctrl-C or SIGTERM.
+pub fn run() -> Result<()> {
+    crate::require_root().context("local-stack --vpc runs only as root")?;
+    // Block the signals before any thread exists (every thread inherits the mask), so they
+    // wait for `sigwait` below and the teardown runs. Children get a clean mask from std.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    signals.thread_block().context("blocking SIGINT and SIGTERM")?;
+
+    let path = program::program_path();
+    let topology = program::load()?;
+    println!("The VPC twin of {}\n", path.display());
+    println!("{}", describe(&topology));
+    let twin = Twin::start(topology)?;
+    println!("Started in {:.1?}:", twin.start_time);
+    for (phase, took) in &twin.phases {
+        println!("  {phase}: {took:.1?}");
+    }
+    let (matrix, mismatches) = twin.matrix(Duration::from_millis(1500))?;
+    println!("\nReachability (TCP connect from each node, tried just now):\n{matrix}");
+    for mismatch in &mismatches {
+        println!("MISMATCH: {mismatch}");
+    }
+    let internet = twin.namespace_of("internet");
+    println!(
+        "The service, as the internet sees it: {url}\n\n  ip netns exec {internet} curl -s {url}\n  ip netns exec {internet} curl -s {ps}\n\n\
+         A shell on a node: ip netns exec <namespace> bash   (e.g. ip netns exec {internet} bash;\n\
+         VPC nodes use the VPC resolver through /etc/netns/<namespace>/resolv.conf)\n\
+         Security groups: ip netns exec {aurora} nft list table inet avt_sg\n\n\
+         Ctrl-C stops everything and removes the namespaces.",
+        url = twin.url("/"),
+        ps = twin.url("/ecs-private-service"),
+        aurora = twin.namespace_of("aurora"),
+    );
+    let signal = signals.wait().context("waiting for Ctrl-C")?;
+    println!("\n{signal}: stopping");
+    let took = twin.stop()?;
+    println!("Stopped and removed in {took:.1?}");
+    Ok(())
+}
