@@ -143,7 +143,12 @@ impl Twin {
     // ------------------------------------------------------------------ network
 
     fn add_namespace(&mut self, name: &str) -> Result<()> {
-        ns::run("ip", &["netns", "add", name])?;
+        ns::run("ip", &["netns", "add", name]).with_context(|| {
+            format!(
+                "creating network namespace {name}: the twin needs root with CAP_SYS_ADMIN and CAP_NET_ADMIN \
+                 (a container must be privileged, or allow unshare/mount and netlink)"
+            )
+        })?;
         self.namespaces.push(name.to_owned());
         // Forwarding hosts need loose reverse-path checks (replies come back another way).
         ns::sysctl(

@@ -458,3 +458,24 @@ fn rotating_the_secret_through_nat_under_load_keeps_every_visit_accounted_for() 
     );
     stop_twin(twin);
 }
+
+/// What a killed run leaves (namespaces with processes in them, /etc/netns entries) is
+/// removed when the next twin starts.
+#[test]
+fn leftovers_of_a_killed_run_are_removed_at_the_next_start() {
+    let _serial = serial();
+    vpc_twin::require_root().unwrap();
+    let leftover = format!("{}leftover", vpc_twin::PREFIX);
+    vpc_twin::ns::run("ip", &["netns", "add", &leftover]).unwrap();
+    std::fs::create_dir_all(format!("/etc/netns/{leftover}")).unwrap();
+    let mut sleeper = Command::new("ip")
+        .args(["netns", "exec", &leftover, "sleep", "600"])
+        .spawn()
+        .unwrap();
+    let twin = start(program::load().unwrap());
+    let list = vpc_twin::ns::run("ip", &["netns", "list"]).unwrap();
+    assert!(!list.contains(&leftover), "{list}");
+    assert!(!std::path::Path::new(&format!("/etc/netns/{leftover}")).exists());
+    assert!(sleeper.wait().is_ok(), "the leftover's process was ended");
+    stop_twin(twin);
+}
