@@ -26,8 +26,8 @@ use crate::ns::{self, NsProcess, in_namespace, wait_for};
 use crate::program::REGION;
 use crate::reach;
 use crate::topology::{
-    APP_RUNNER_CLIENT_SIDE, APP_RUNNER_ENDPOINT, Env, HostKind, INTERNET_GATEWAY, INTERNET_HOST, SubnetKind,
-    Topology,
+    APP_RUNNER_CLIENT_SIDE, APP_RUNNER_ENDPOINT, EgressType, Env, HostKind, INTERNET_GATEWAY, INTERNET_HOST,
+    SubnetKind, Topology,
 };
 
 /// The VPC router's namespace.
@@ -78,6 +78,12 @@ impl Twin {
     /// the desired number of tasks (registered in Cloud Map), the frontend.
     pub fn start(topology: Topology) -> Result<Self> {
         crate::require_root()?;
+        if topology.egress == EgressType::Default {
+            bail!(
+                "the program's App Runner service has egressType DEFAULT: its paths are analysed \
+                 (reach), but the twin builds only VPC egress through the connector"
+            );
+        }
         let started = Instant::now();
         let lock = take_lock()?;
         let removed = ns::remove_leftovers()?;
