@@ -1,4 +1,4 @@
-//! The twin for a person (`local-stack --vpc`, or `vpc-stack`): starts it, prints the
+//! The twin for a person (`local-stack --vpc`, or the `vpc-twin` binary): starts it, prints the
 //! topology (hosts, namespaces, addresses, security groups), the reachability matrix tried for
 //! real with the rule deciding each path, the URL to call from `internet` and how to open a
 //! shell there; Ctrl-C (or SIGTERM) tears everything down.
