@@ -124,7 +124,8 @@ pub fn tcp_connect(ns: &str, addr: SocketAddr, timeout: Duration) -> Result<Conn
 }
 
 /// Removes what a killed run left: every namespace named `avt-*` (after killing the processes
-/// in it) and every `/etc/netns/avt-*`. Nothing else is looked at.
+/// in it), every `/etc/netns/avt-*` and every `$TMPDIR/avt-twin-*`. Nothing else is looked at.
+/// Called with the twin's lock held, so no running twin is hit.
 pub fn remove_leftovers() -> Result<Vec<String>> {
     let mut removed = Vec::new();
     for line in run("ip", &["netns", "list"])?.lines() {
@@ -134,6 +135,15 @@ pub fn remove_leftovers() -> Result<Vec<String>> {
         if name.starts_with(PREFIX) {
             delete_namespace(name)?;
             removed.push(name.to_owned());
+        }
+    }
+    // Working directories of killed twins (Aurora's data, logs, certificates).
+    if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with("avt-twin-") {
+                let _ = std::fs::remove_dir_all(entry.path());
+                removed.push(entry.path().display().to_string());
+            }
         }
     }
     if let Ok(entries) = std::fs::read_dir("/etc/netns") {

@@ -468,6 +468,8 @@ fn leftovers_of_a_killed_run_are_removed_at_the_next_start() {
     let leftover = format!("{}leftover", vpc_twin::PREFIX);
     vpc_twin::ns::run("ip", &["netns", "add", &leftover]).unwrap();
     std::fs::create_dir_all(format!("/etc/netns/{leftover}")).unwrap();
+    let workdir = std::env::temp_dir().join("avt-twin-leftover");
+    std::fs::create_dir_all(workdir.join("aurora")).unwrap();
     let mut sleeper = Command::new("ip")
         .args(["netns", "exec", &leftover, "sleep", "600"])
         .spawn()
@@ -476,6 +478,10 @@ fn leftovers_of_a_killed_run_are_removed_at_the_next_start() {
     let list = vpc_twin::ns::run("ip", &["netns", "list"]).unwrap();
     assert!(!list.contains(&leftover), "{list}");
     assert!(!std::path::Path::new(&format!("/etc/netns/{leftover}")).exists());
+    assert!(
+        !workdir.exists(),
+        "the killed twin's working directory is removed"
+    );
     assert!(sleeper.wait().is_ok(), "the leftover's process was ended");
     stop_twin(twin);
 }
