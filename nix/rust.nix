@@ -28,6 +28,8 @@ let
       ../tests/reliability
       ../tests/system
       (lib.fileset.maybeMissing ../.cargo/config.toml)
+      # The advisories `cargo audit` ignores, each with its reason (checks.audit reads it).
+      ../.cargo/audit.toml
       (lib.fileset.maybeMissing ../.config/nextest.toml)
       (lib.fileset.maybeMissing ../rustfmt.toml)
       (lib.fileset.maybeMissing ../clippy.toml)

@@ -6,6 +6,7 @@
 
 mod database_tls;
 mod failures;
+mod request_bodies;
 mod runtime_contract;
 mod secrets_manager;
 mod walkthrough;

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# cargo audit, offline, against the RustSec advisory database at the revision flake.lock pins: the
+# database `checks.audit` of `nix flake check` reads, so a new advisory or a dependency bump shows
+# up here rather than on a user's machine. Exits non-zero when any check fails.
+#
+#   1. pinned-db      the snapshot is flake.lock's advisory-db revision (its NAR hash, or its git HEAD)
+#   2. audit          `cargo audit` finds nothing beyond what .cargo/audit.toml ignores, with a reason
+#   3. audit-bites    without those ignores it reports exactly the ignored advisories: each ignore is
+#                     still needed, and the scan really read the database
+#
+# The snapshot: $ADVISORY_DB (a folder, or a .tar.gz of the tree), else
+# ../shared/advisory-db/advisory-db-<rev, 7 hex>.tar.gz beside the repository, where CI finds it.
+# Elsewhere: git clone https://github.com/rustsec/advisory-db && git -C advisory-db checkout <rev>
+# (the rev is in flake.lock), then ADVISORY_DB=$PWD/advisory-db tests/run.
+set -uo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$root" || exit 2
+export PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+lock_field() { python3 -c 'import json,sys; print(json.load(open("flake.lock"))["nodes"]["advisory-db"]["locked"][sys.argv[1]])' "$1"; }
+rev=$(lock_field rev) || exit 2
+nar_hash=$(lock_field narHash) || exit 2
+
+snapshot=${ADVISORY_DB:-$root/../shared/advisory-db/advisory-db-${rev:0:7}.tar.gz}
+if [ ! -e "$snapshot" ]; then
+  echo "FAIL  no advisory-db snapshot at $snapshot" >&2
+  echo "      get revision $rev of github.com/rustsec/advisory-db and set ADVISORY_DB to it (see tests/audit/check.sh)" >&2
+  exit 1
+fi
+if [ -d "$snapshot" ]; then
+  db=$snapshot
+else
+  tar -xzf "$snapshot" -C "$work" || exit 1
+  db=$work/advisory-db
+fi
+
+passed=0
+failed=0
+check() {
+  local name=$1
+  shift
+  if "$@" >"$work/out" 2>&1; then
+    passed=$((passed + 1))
+    echo "ok    $name"
+  else
+    failed=$((failed + 1))
+    echo "FAIL  $name"
+    sed 's/^/      /' "$work/out"
+  fi
+}
+
+pinned_db() {
+  if [ -d "$db/.git" ]; then
+    local head
+    head=$(git -C "$db" rev-parse HEAD)
+    [ "$head" = "$rev" ] || { echo "$db is at $head; flake.lock pins $rev"; return 1; }
+  else
+    local found
+    found=$(NIX_CONFIG='experimental-features = nix-command' nix hash path "$db") || return 1
+    [ "$found" = "$nar_hash" ] || { echo "$db hashes to $found; flake.lock pins $nar_hash ($rev)"; return 1; }
+  fi
+}
+
+# The ids .cargo/audit.toml ignores, one a line.
+ignored_ids() {
+  python3 -c 'import tomllib; print("\n".join(sorted(tomllib.load(open(".cargo/audit.toml","rb"))["advisories"]["ignore"])))'
+}
+
+# cargo audit reads .cargo/audit.toml from the folder it runs in: from the root it applies the
+# ignores, from an empty folder with a copy of the lock file it does not.
+audit() {
+  cargo audit --no-fetch --db "$db" --file "$root/Cargo.lock"
+}
+
+audit_bites() {
+  mkdir -p "$work/bare"
+  cp Cargo.lock "$work/bare/"
+  (cd "$work/bare" && cargo audit --no-fetch --db "$db" --json --file Cargo.lock) >"$work/report.json"
+  local status=$?
+  [ "$status" -ne 0 ] || { echo "cargo audit without the ignores passed: the ignores are not needed or the scan read nothing"; return 1; }
+  local found expected
+  found=$(python3 -c 'import json,sys; print("\n".join(sorted(v["advisory"]["id"] for v in json.load(sys.stdin)["vulnerabilities"]["list"])))' <"$work/report.json") || return 1
+  expected=$(ignored_ids) || return 1
+  [ "$found" = "$expected" ] || { printf 'without the ignores cargo audit reports:\n%s\nbut .cargo/audit.toml ignores:\n%s\n' "$found" "$expected"; return 1; }
+}
+
+if ! command -v cargo-audit >/dev/null; then
+  echo "FAIL  cargo-audit is not installed (run tests/setup)"
+  exit 1
+fi
+check pinned-db pinned_db
+check audit audit
+check audit-bites audit_bites
+
+echo "audit: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
