@@ -108,6 +108,24 @@ async fn a_visit_is_committed_before_it_is_acknowledged() {
     assert_eq!(app.stored_user_agents(), vec![Some("walkthrough/1.0".to_owned())]);
 }
 
+/// HEAD is GET without the body (RFC 9110 9.3.2), so `HEAD /` records a visit as `GET /` does:
+/// a client or monitor probing `/` with HEAD is a visitor like any other.
+#[tokio::test(flavor = "multi_thread")]
+async fn head_records_a_visit_like_get_without_a_body() {
+    let app = TestApp::start(&[]).await;
+    let response = app
+        .client
+        .head("/")
+        .header("User-Agent", "probe/1.0")
+        .send()
+        .await
+        .0;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().into_bytes().await.expect("body");
+    assert!(body.is_empty(), "a HEAD answer has no body");
+    assert_eq!(app.stored_user_agents(), vec![Some("probe/1.0".to_owned())]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn recent_visits_are_the_ten_newest_newest_first() {
     let app = TestApp::start(&[]).await;

@@ -267,6 +267,9 @@ impl Postgres {
         };
         // The postgres user may not be allowed into the caller's working directory.
         command.current_dir(self.dir.path()).stdin(Stdio::null());
+        // The server outlives pg_ctl in this process group: keep a terminal's Ctrl-C from it, so
+        // whoever started it stops it in order (and can still read its data after a restart).
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         command
     }
 

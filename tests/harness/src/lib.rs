@@ -31,6 +31,7 @@
 //! # Ok(()) }
 //! ```
 
+mod build;
 mod database;
 pub mod moto;
 mod net;
@@ -38,10 +39,11 @@ mod service;
 mod stub;
 mod tls;
 
+pub use build::{binaries, binary};
 pub use database::Postgres;
 pub use moto::Moto;
 pub use net::free_port;
-pub use service::{Service, ServiceCommand, binary};
+pub use service::{Service, ServiceCommand};
 pub use stub::{EcsMetadata, HttpStub, Reply, closed_port_url, ecs_task_metadata_fixture};
 pub use tls::TestCa;
 

@@ -1,12 +1,11 @@
-//! The workspace's own binaries as processes: built once per test process, started with a
+//! The workspace's own binaries as processes ([`crate::binary`] finds them): started with a
 //! clean environment on a free port, waited for until `GET /health` answers 200.
 
-use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -15,42 +14,6 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::net::{free_port, poll_until};
-
-/// The path of workspace binary `name` (`frontend`, `private-service`, ...).
-///
-/// `$<NAME>_BIN` (e.g. `FRONTEND_BIN`, `PRIVATE_SERVICE_BIN`) wins when set; otherwise the
-/// binary is built with `cargo build -p <name> --bin <name>` in the profile this code was
-/// built with (debug for `cargo test`, release for `cargo test --release`), once per process.
-pub fn binary(name: &str) -> Result<PathBuf> {
-    let variable = format!("{}_BIN", name.to_uppercase().replace('-', "_"));
-    if let Some(path) = std::env::var_os(&variable) {
-        let path = PathBuf::from(path);
-        if !path.is_file() {
-            bail!("${variable}={} is not a file", path.display());
-        }
-        return Ok(path);
-    }
-    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
-    // Held during the build, so parallel tests build each binary once.
-    let mut built = BUILT
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    if let Some(path) = built.get(name) {
-        return Ok(path.clone());
-    }
-    let run = escargot::CargoBuild::new()
-        .manifest_path(crate::workspace_root().join("Cargo.toml"))
-        .package(name)
-        .bin(name)
-        .current_release()
-        .run()
-        .map_err(|error| anyhow!("{error}"))
-        .with_context(|| format!("building `{name}` with cargo (or set ${variable} to a built binary)"))?;
-    let path = run.path().to_path_buf();
-    built.insert(name.to_string(), path.clone());
-    Ok(path)
-}
 
 /// How to start a [`Service`]; [`Service::spawn`] is the common case.
 #[derive(Clone, Debug)]
@@ -178,6 +141,9 @@ impl ServiceCommand {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // Its own process group: a terminal's Ctrl-C reaches whoever started it (local-stack, a
+        // test), which then stops it in order, rather than every process at once.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         if let Some(dir) = &self.current_dir {
             command.current_dir(dir);
         }

@@ -75,7 +75,7 @@ impl VisitsApi {
             Ok(()) => RegisterResponse::Ok(Json(Registered {
                 response: "Registered request".to_owned(),
             })),
-            Err(error) => RegisterResponse::Unavailable(Json(problem(error))),
+            Err(error) => RegisterResponse::Unavailable(Json(problem(error, "nothing was stored"))),
         }
     }
 
@@ -96,7 +96,7 @@ impl VisitsApi {
                     })
                     .collect(),
             })),
-            Err(error) => RecentVisitsResponse::Unavailable(Json(problem(error))),
+            Err(error) => RecentVisitsResponse::Unavailable(Json(problem(error, "no visits could be read"))),
         }
     }
 }
@@ -107,12 +107,14 @@ impl VisitsApi {
     }
 }
 
-fn problem(error: DbError) -> Problem {
+/// The 503 a client sees; `outcome` says what that meant for this request (for a visit: that it
+/// was not stored, so retrying cannot record it twice).
+fn problem(error: DbError, outcome: &str) -> Problem {
     let detail = match error {
-        DbError::NotConfigured => "The database is not configured: set DB_HOST or DBSECRETSNAME.",
-        DbError::Timeout => "The database did not answer in time; nothing was changed. Try again later.",
+        DbError::NotConfigured => "The database is not configured: set DB_HOST or DBSECRETSNAME.".to_owned(),
+        DbError::Timeout => format!("The database did not answer in time; {outcome}. Try again later."),
         DbError::Unavailable | DbError::Failed => {
-            "The database is unavailable; nothing was changed. Try again later."
+            format!("The database is unavailable; {outcome}. Try again later.")
         }
     };
     Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail)

@@ -9,14 +9,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use harness::{EcsMetadata, Postgres, Service, ServiceCommand, binary};
+use harness::{EcsMetadata, Postgres, Service, ServiceCommand, binaries};
 
 /// Runs the whole system locally: PostgreSQL, the private service (with a stand-in for the ECS
-/// task metadata endpoint) and the frontend, on 127.0.0.1. Stop it with Ctrl-C.
+/// task metadata endpoint) and the frontend, listening on all interfaces. Stop it with Ctrl-C.
 ///
 /// Binaries come from $FRONTEND_BIN / $PRIVATE_SERVICE_BIN, otherwise they are built with
-/// cargo in this command's profile. PostgreSQL comes from $PG_BIN, $PATH or
-/// /usr/lib/postgresql/*/bin (`apt-get install -y postgresql`).
+/// cargo in this command's profile (showing cargo's progress; nothing is rebuilt when nothing
+/// changed). PostgreSQL comes from $PG_BIN, $PATH or /usr/lib/postgresql/*/bin
+/// (`apt-get install -y postgresql`).
 #[derive(Parser, Debug)]
 #[command(name = "local-stack", version)]
 struct Args {
@@ -40,9 +41,12 @@ fn run(args: Args) -> Result<()> {
     ensure_free(args.frontend_port, "--frontend-port")?;
     ensure_free(args.private_service_port, "--private-service-port")?;
 
-    println!("local-stack: building or locating the service binaries ...");
-    let frontend_bin = binary("frontend")?;
-    let private_service_bin = binary("private-service")?;
+    println!(
+        "local-stack: building the service binaries (the first time: minutes, cargo's progress follows) ..."
+    );
+    // One cargo invocation for both (one lock, one progress display); paths in the order asked.
+    let paths = binaries(&["frontend", "private-service"])?;
+    let (frontend_bin, private_service_bin) = (&paths[0], &paths[1]);
 
     println!("local-stack: starting PostgreSQL ...");
     let pg = Postgres::start()?;
@@ -52,13 +56,13 @@ fn run(args: Args) -> Result<()> {
 
     let metadata = EcsMetadata::start()?;
 
-    let mut private_service = ServiceCommand::new(&private_service_bin)
+    let mut private_service = ServiceCommand::new(private_service_bin)
         .port(args.private_service_port)
         .env("ECS_CONTAINER_METADATA_URI_V4", metadata.uri_v4())
         .echo_logs("private-service")
         .spawn()?;
 
-    let mut frontend = ServiceCommand::new(&frontend_bin)
+    let mut frontend = ServiceCommand::new(frontend_bin)
         .port(args.frontend_port)
         .envs([
             ("DB_HOST", pg.host().to_string()),
