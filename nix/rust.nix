@@ -27,6 +27,7 @@ let
       ../tests/harness
       ../tests/reliability
       ../tests/system
+      ../tests/vpc
       (lib.fileset.maybeMissing ../.cargo/config.toml)
       # The advisories `cargo audit` ignores, each with its reason (checks.audit reads it).
       ../.cargo/audit.toml

@@ -5,6 +5,7 @@
 //! everything stopped on Ctrl-C or SIGTERM.
 
 use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -28,6 +29,14 @@ struct Args {
     /// Port of the private service.
     #[arg(long, default_value_t = 8081)]
     private_service_port: u16,
+
+    /// Run the system in the VPC twin instead (root only): network namespaces for the internet,
+    /// App Runner, Aurora and each task, the security groups of pulumi/Pulumi.yaml (or
+    /// $PULUMI_PROGRAM) as nftables rules, dnsmasq as the VPC resolver, a NAT host. Prints the
+    /// topology, the reachability matrix and how to reach the service from the `internet`
+    /// namespace. The port options do not apply.
+    #[arg(long, conflicts_with_all = ["frontend_port", "private_service_port"])]
+    vpc: bool,
 }
 
 fn main() {
@@ -38,6 +47,9 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<()> {
+    if args.vpc {
+        return run_in_the_vpc_twin();
+    }
     ensure_free(args.frontend_port, "--frontend-port")?;
     ensure_free(args.private_service_port, "--private-service-port")?;
 
@@ -105,6 +117,24 @@ fn run(args: Args) -> Result<()> {
         bail!("{reason}");
     }
     Ok(())
+}
+
+/// `--vpc`: the twin lives in tests/vpc, which depends on this crate, so it is a binary of its own
+/// that this process becomes (Ctrl-C then reaches it directly), with the services built here.
+fn run_in_the_vpc_twin() -> Result<()> {
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!("--vpc creates network namespaces and nftables rules: run it as root (e.g. sudo -E)");
+    }
+    println!("local-stack: building the service binaries and the VPC twin (the first time: minutes) ...");
+    // Two builds: built together, the twin's dependencies would change the services' features,
+    // and they would no longer be the binaries the plain local-stack (and the image) runs.
+    let services = binaries(&["frontend", "private-service"])?;
+    let twin = binaries(&["vpc-twin"])?;
+    let error = std::process::Command::new(&twin[0])
+        .env("FRONTEND_BIN", &services[0])
+        .env("PRIVATE_SERVICE_BIN", &services[1])
+        .exec();
+    Err(error).with_context(|| format!("starting {}", twin[0].display()))
 }
 
 /// Blocks until Ctrl-C, SIGTERM, or one of the services exits; says which.
