@@ -47,8 +47,14 @@ let
 
     # Known vulnerabilities in Cargo.lock, against the advisory-db revision pinned in flake.lock.
     audit = craneLib.cargoAudit {
-      inherit src advisory-db;
+      inherit advisory-db;
       inherit (commonArgs) pname version;
+      # Only what cargo audit reads: the lock file and the ignores with their reasons. Kept out
+      # of the shared `src`, so editing the ignores rebuilds no binary (and no image).
+      src = lib.fileset.toSource {
+        root = ../.;
+        fileset = lib.fileset.unions [ ../Cargo.lock ../.cargo/audit.toml ];
+      };
     };
 
     # No C TLS stack (aws-lc-sys, openssl-sys, native-tls, ...) and crates only from crates.io.

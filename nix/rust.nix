@@ -29,8 +29,6 @@ let
       ../tests/system
       ../tests/vpc
       (lib.fileset.maybeMissing ../.cargo/config.toml)
-      # The advisories `cargo audit` ignores, each with its reason (checks.audit reads it).
-      ../.cargo/audit.toml
       (lib.fileset.maybeMissing ../.config/nextest.toml)
       (lib.fileset.maybeMissing ../rustfmt.toml)
       (lib.fileset.maybeMissing ../clippy.toml)
