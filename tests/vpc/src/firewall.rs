@@ -102,97 +102,110 @@ pub fn security_groups(topology: &Topology, host: &Host, members: &Members) -> S
         let _ = writeln!(body, "  }}");
     }
 
-    let groups = host.groups.join(", ");
-    let _ = writeln!(
-        body,
-        "  chain ingress {{\n    type filter hook input priority filter; policy accept;"
-    );
-    if host.kind == HostKind::AppRunner {
-        let _ = writeln!(
-            body,
-            "    iifname \"{PUBLIC_ENDPOINT_IF}\" tcp dport {} accept {}",
-            topology.service_port,
-            comment("App Runner public endpoint: the service port only")
-        );
-        let _ = writeln!(
-            body,
-            "    iifname \"{PUBLIC_ENDPOINT_IF}\" ct state established,related accept"
-        );
-        let _ = writeln!(
-            body,
-            "    iifname \"{PUBLIC_ENDPOINT_IF}\" drop {}",
-            comment("App Runner public endpoint: nothing else")
-        );
-    }
-    let _ = writeln!(
-        body,
-        "    iifname != \"{ENI}\" accept {}",
-        comment("only the ENI carries security groups")
-    );
-    let _ = writeln!(
-        body,
-        "    ct state established,related accept {}",
-        comment("security groups are stateful")
-    );
-    let _ = writeln!(
-        body,
-        "    ip saddr {resolver} udp sport 53 accept {}",
-        comment(RESOLVER_EXCEPTION)
-    );
-    for group in &host.groups {
-        for rule in &topology.groups[group].ingress {
-            let _ = writeln!(
-                body,
-                "    {}accept {}",
-                match_rule(rule, "saddr"),
-                comment(&format!("{} ({group}): {}", rule.name, rule.description))
-            );
-        }
-    }
-    let _ = writeln!(
-        body,
-        "    counter drop {}",
-        comment(&format!("default deny: no ingress rule of {groups} matched"))
-    );
-    let _ = writeln!(body, "  }}");
-
-    let _ = writeln!(
-        body,
-        "  chain egress {{\n    type filter hook output priority filter; policy accept;"
-    );
-    let _ = writeln!(
-        body,
-        "    oifname != \"{ENI}\" accept {}",
-        comment("only the ENI carries security groups")
-    );
-    let _ = writeln!(
-        body,
-        "    ct state established,related accept {}",
-        comment("security groups are stateful")
-    );
-    let _ = writeln!(
-        body,
-        "    ip daddr {resolver} udp dport 53 accept {}",
-        comment(RESOLVER_EXCEPTION)
-    );
-    let _ = writeln!(
-        body,
-        "    ip daddr {resolver} tcp dport 53 accept {}",
-        comment(RESOLVER_EXCEPTION)
-    );
+    // App Runner's public endpoint is not an ENI: it forwards the service port, nothing else.
+    let public_endpoint = if host.kind == HostKind::AppRunner {
+        vec![
+            format!(
+                "iifname \"{PUBLIC_ENDPOINT_IF}\" tcp dport {} accept {}",
+                topology.service_port,
+                comment("App Runner public endpoint: the service port only")
+            ),
+            format!("iifname \"{PUBLIC_ENDPOINT_IF}\" ct state established,related accept"),
+            format!(
+                "iifname \"{PUBLIC_ENDPOINT_IF}\" drop {}",
+                comment("App Runner public endpoint: nothing else")
+            ),
+        ]
+    } else {
+        Vec::new()
+    };
     let metadata: Vec<String> = METADATA_ADDRESSES.iter().map(ToString::to_string).collect();
+    let egress_exceptions = [
+        format!(
+            "ip daddr {resolver} udp dport 53 accept {}",
+            comment(RESOLVER_EXCEPTION)
+        ),
+        format!(
+            "ip daddr {resolver} tcp dport 53 accept {}",
+            comment(RESOLVER_EXCEPTION)
+        ),
+        format!(
+            "ip daddr {{ {} }} accept {}",
+            metadata.join(", "),
+            comment(METADATA_EXCEPTION)
+        ),
+    ];
+    let ingress_exceptions = [format!(
+        "ip saddr {resolver} udp sport 53 accept {}",
+        comment(RESOLVER_EXCEPTION)
+    )];
+    write_chain(
+        &mut body,
+        topology,
+        host,
+        Direction::Ingress,
+        &public_endpoint,
+        &ingress_exceptions,
+    );
+    write_chain(
+        &mut body,
+        topology,
+        host,
+        Direction::Egress,
+        &[],
+        &egress_exceptions,
+    );
+    replace_table("inet", SG_TABLE, &body)
+}
+
+#[derive(Clone, Copy)]
+enum Direction {
+    Ingress,
+    Egress,
+}
+
+/// One direction of a host's security groups: `before` (what is not an ENI), then only the ENI
+/// is filtered: replies (stateful), AWS's `exceptions`, one accept per rule of every group the
+/// host carries (their rules add up), default drop.
+fn write_chain(
+    body: &mut String,
+    topology: &Topology,
+    host: &Host,
+    direction: Direction,
+    before: &[String],
+    exceptions: &[String],
+) {
+    let (chain, hook, interface, peer) = match direction {
+        Direction::Ingress => ("ingress", "input", "iifname", "saddr"),
+        Direction::Egress => ("egress", "output", "oifname", "daddr"),
+    };
     let _ = writeln!(
         body,
-        "    ip daddr {{ {} }} accept {}",
-        metadata.join(", "),
-        comment(METADATA_EXCEPTION)
+        "  chain {chain} {{\n    type filter hook {hook} priority filter; policy accept;"
     );
+    let fixed = [
+        format!(
+            "{interface} != \"{ENI}\" accept {}",
+            comment("only the ENI carries security groups")
+        ),
+        format!(
+            "ct state established,related accept {}",
+            comment("security groups are stateful")
+        ),
+    ];
+    for line in before.iter().chain(&fixed).chain(exceptions) {
+        let _ = writeln!(body, "    {line}");
+    }
     for group in &host.groups {
-        for rule in &topology.groups[group].egress {
+        let rules = match direction {
+            Direction::Ingress => &topology.groups[group].ingress,
+            Direction::Egress => &topology.groups[group].egress,
+        };
+        for rule in rules {
             let _ = writeln!(
                 body,
                 "    {}accept {}",
-                match_rule(rule, "daddr"),
+                match_rule(rule, peer),
                 comment(&format!("{} ({group}): {}", rule.name, rule.description))
             );
         }
@@ -200,10 +213,12 @@ pub fn security_groups(topology: &Topology, host: &Host, members: &Members) -> S
     let _ = writeln!(
         body,
         "    counter drop {}",
-        comment(&format!("default deny: no egress rule of {groups} matched"))
+        comment(&format!(
+            "default deny: no {chain} rule of {} matched",
+            host.groups.join(", ")
+        ))
     );
     let _ = writeln!(body, "  }}");
-    replace_table("inet", SG_TABLE, &body)
 }
 
 /// The VPC router: the internet gateway admits only replies, and translates the NAT gateway's

@@ -7,7 +7,8 @@
 //! `task-1`, ...), never addresses.
 //!
 //! Everything the twin creates carries the prefix [`PREFIX`] (namespaces `avt-*`, nft tables
-//! `avt_*` inside them, `/etc/netns/avt-*`), and only such things are ever removed.
+//! `avt_*` inside them, `/etc/netns/avt-*`, `$TMPDIR/avt-twin-*`), and only such things are ever
+//! removed.
 
 pub mod firewall;
 pub mod ns;
@@ -22,6 +23,9 @@ pub use twin::Twin;
 
 /// The prefix of every namespace (and `/etc/netns` entry) the twin creates.
 pub const PREFIX: &str = "avt-";
+
+/// The prefix of the twin's working directory in `$TMPDIR` (Aurora's data, logs, certificates).
+pub const WORKDIR_PREFIX: &str = "avt-twin-";
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test

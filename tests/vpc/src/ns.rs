@@ -140,7 +140,11 @@ pub fn remove_leftovers() -> Result<Vec<String>> {
     // Working directories of killed twins (Aurora's data, logs, certificates).
     if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
         for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with("avt-twin-") {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(crate::WORKDIR_PREFIX)
+            {
                 let _ = std::fs::remove_dir_all(entry.path());
                 removed.push(entry.path().display().to_string());
             }

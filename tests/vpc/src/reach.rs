@@ -130,8 +130,8 @@ fn decide(topology: &Topology, source: &Host, target: &Host, port: u16) -> Resul
     }
 }
 
-fn peer_matches(topology: &Topology, rule: &Rule, address: Ipv4Addr, host: &Host) -> bool {
-    let _ = topology;
+/// Whether `host` (at `address`) is the rule's peer: inside its CIDR, or carrying its group.
+fn peer_matches(rule: &Rule, address: Ipv4Addr, host: &Host) -> bool {
     match &rule.peer {
         Peer::Cidr(cidr) => cidr.contains(&address),
         Peer::Group(group) => host.groups.contains(group),
@@ -144,7 +144,7 @@ fn egress_rule(topology: &Topology, source: &Host, target: &Host, port: u16) -> 
     }
     for group in &source.groups {
         for rule in &topology.groups[group].egress {
-            if rule.allows_tcp_port(port) && peer_matches(topology, rule, target.address, target) {
+            if rule.allows_tcp_port(port) && peer_matches(rule, target.address, target) {
                 return Ok(format!(
                     "egress {} ({group}: {} to {})",
                     rule.name,
@@ -167,7 +167,7 @@ fn ingress_rule(topology: &Topology, source: &Host, target: &Host, port: u16) ->
     }
     for group in &target.groups {
         for rule in &topology.groups[group].ingress {
-            if rule.allows_tcp_port(port) && peer_matches(topology, rule, source.address, source) {
+            if rule.allows_tcp_port(port) && peer_matches(rule, source.address, source) {
                 return Ok(format!(
                     "ingress {} ({group}: {} from {})",
                     rule.name,

@@ -3,11 +3,9 @@
 //! real with the rule deciding each path, the URL to call from `internet` and how to open a
 //! shell there; Ctrl-C (or SIGTERM) tears everything down.
 
-use std::fmt::Write as _;
-use std::time::Duration;
-
 use anyhow::{Context, Result};
 use nix::sys::signal::{SigSet, Signal};
+use std::fmt::Write as _;
 
 use crate::topology::{HostKind, Topology};
 use crate::{Twin, program};
@@ -83,7 +81,7 @@ pub fn run() -> Result<()> {
     for (phase, took) in &twin.phases {
         println!("  {phase}: {took:.1?}");
     }
-    let (matrix, mismatches) = twin.matrix(Duration::from_millis(1500))?;
+    let (matrix, mismatches) = twin.matrix()?;
     println!("\nReachability (TCP connect from each node, tried just now):\n{matrix}");
     for mismatch in &mismatches {
         println!("MISMATCH: {mismatch}");

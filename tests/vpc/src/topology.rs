@@ -249,17 +249,11 @@ impl Topology {
             .find(|host| host.kind == HostKind::Nat && host.name == format!("nat-{az}"))
     }
 
-    /// `privateservice.apprunner.demo`-style base URL the frontend is given, etc.
+    /// A literal environment value the program gives the frontend (`None` for references).
     pub fn env_text(&self, name: &str) -> Option<&str> {
         match self.env.get(name) {
             Some(Env::Text(text)) => Some(text),
             _ => None,
         }
-    }
-
-    pub fn tasks(&self) -> impl Iterator<Item = &Host> {
-        self.hosts
-            .iter()
-            .filter(|host| matches!(host.kind, HostKind::Task(_)))
     }
 }

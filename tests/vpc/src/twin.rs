@@ -33,6 +33,17 @@ use crate::topology::{
 /// The VPC router's namespace.
 pub const ROUTER: &str = "avt-vpc";
 
+/// How long a process of the twin may take to become ready. Only a ceiling for polling (each
+/// wait ends as soon as the process answers, or at once when it exits): generous, because CI
+/// starts the twin on a loaded 2-core machine right after other suites.
+const STARTUP_WAIT: Duration = Duration::from_secs(60);
+
+/// How long a TCP connect waits before the path counts as blocked ("no answer", a dropped SYN).
+/// An open path answers within milliseconds; 3 s covers one SYN retransmission (sent after 1 s)
+/// on a loaded machine, so an open path is never judged blocked, while a refusal still shows at
+/// once.
+pub const NO_ANSWER_AFTER: Duration = Duration::from_secs(3);
+
 /// How the frontend is configured beyond what the program gives it (short bounds for tests).
 pub const FRONTEND_EXTRA_ENV: [(&str, &str); 4] = [
     ("DB_CONNECT_TIMEOUT", "2s"),
@@ -84,8 +95,10 @@ impl Twin {
                  (reach), but the twin builds only VPC egress through the connector"
             );
         }
-        let started = Instant::now();
+        // Waiting for another twin is not part of starting this one.
         let lock = take_lock()?;
+        let started = Instant::now();
+        stop_leftover_aurora();
         let removed = ns::remove_leftovers()?;
         if !removed.is_empty() {
             eprintln!(
@@ -94,7 +107,7 @@ impl Twin {
             );
         }
         let dir = tempfile::Builder::new()
-            .prefix("avt-twin-")
+            .prefix(crate::WORKDIR_PREFIX)
             .tempdir()
             .context("creating the twin's directory")?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
@@ -411,7 +424,7 @@ impl Twin {
         )?;
         let addr = SocketAddr::from((resolver.address, 53));
         let ns_name = resolver.namespace();
-        wait_for("dnsmasq listening", Duration::from_secs(10), || {
+        wait_for("dnsmasq listening", STARTUP_WAIT, || {
             dnsmasq.check_running()?;
             Ok(
                 (ns::tcp_connect(&ns_name, addr, Duration::from_millis(200))? == ns::Connect::Connected)
@@ -481,24 +494,20 @@ impl Twin {
         let mut moto = self.moto.take().ok_or_else(|| anyhow!("moto was not started"))?;
         let internet = self.topology.host("internet").namespace();
         let addr = SocketAddr::from((INTERNET_HOST, 443));
-        wait_for("moto listening on 443", Duration::from_secs(60), || {
+        wait_for("moto listening on 443", STARTUP_WAIT, || {
             moto.check_running()?;
             Ok(
                 (ns::tcp_connect(&internet, addr, Duration::from_millis(200))? == ns::Connect::Connected)
                     .then_some(()),
             )
         })?;
-        wait_for(
-            "moto answering Secrets Manager calls",
-            Duration::from_secs(60),
-            || {
-                moto.check_running()?;
-                Ok(self
-                    .secrets_call_within("ListSecrets", &json!({}), Duration::from_secs(10))
-                    .ok()
-                    .map(|_| ()))
-            },
-        )?;
+        wait_for("moto answering Secrets Manager calls", STARTUP_WAIT, || {
+            moto.check_running()?;
+            Ok(self
+                .secrets_call_within("ListSecrets", &json!({}), Duration::from_secs(10))
+                .ok()
+                .map(|_| ()))
+        })?;
         self.moto = Some(moto);
         let secret = json!({
             "username": self.topology.database.master_username,
@@ -734,7 +743,11 @@ impl Twin {
             ns::ip_batch(&namespace, &self.host_commands(&name))?;
             write_resolv_conf(&self.topology, &name)?;
         }
-        let id = format!("{:032x}", 0xa57_0000_u128 + number as u128 + (hex_seed() << 32));
+        // A task id unique per twin run and task, in the 32-hex-digit form ECS uses.
+        let id = format!(
+            "{:032x}",
+            0xa57_0000_u128 + number as u128 + (u128::from(std::process::id()) << 32)
+        );
         let arn = format!("arn:aws:ecs:{REGION}:111122223333:task/demo/{id}");
         let mut document = harness::ecs_task_metadata_fixture()?;
         document["TaskARN"] = json!(arn);
@@ -769,7 +782,7 @@ impl Twin {
         );
         let url = format!("http://{}:8080/health", host.address);
         let namespace_for_probe = namespace.clone();
-        wait_for(&format!("{name} healthy"), Duration::from_secs(30), || {
+        wait_for(&format!("{name} healthy"), STARTUP_WAIT, || {
             if let Some(task) = self.tasks.get_mut(&number) {
                 task.process.check_running()?;
             }
@@ -850,17 +863,13 @@ impl Twin {
         )?;
         let url = self.url("/health");
         let internet = self.topology.host("internet").namespace();
-        wait_for(
-            "the frontend healthy from internet",
-            Duration::from_secs(30),
-            || {
-                frontend.check_running()?;
-                Ok(http_get(&internet, &url, Duration::from_secs(1))
-                    .ok()
-                    .filter(|answer| answer.status == 200)
-                    .map(|_| ()))
-            },
-        )?;
+        wait_for("the frontend healthy from internet", STARTUP_WAIT, || {
+            frontend.check_running()?;
+            Ok(http_get(&internet, &url, Duration::from_secs(1))
+                .ok()
+                .filter(|answer| answer.status == 200)
+                .map(|_| ()))
+        })?;
         self.frontend = Some(frontend);
         Ok(())
     }
@@ -913,10 +922,11 @@ impl Twin {
         ns::tcp_connect(&self.topology.host(from).namespace(), addr, timeout)
     }
 
-    /// Every path of [`reach::standard_probes`] tried for real (TCP connect, `timeout` each, all
-    /// at once): the table (expected, observed, deciding rule) and the paths where the network
-    /// disagrees with the program's verdict. "Blocked" must be no answer at all, as in AWS.
-    pub fn matrix(&self, timeout: Duration) -> Result<(String, Vec<String>)> {
+    /// Every path of [`reach::standard_probes`] tried for real (TCP connect, all at once, each
+    /// given [`NO_ANSWER_AFTER`]): the table (expected, observed, deciding rule) and the paths
+    /// where the network disagrees with the program's verdict. "Blocked" must be no answer at
+    /// all, as in AWS.
+    pub fn matrix(&self) -> Result<(String, Vec<String>)> {
         let paths: Vec<reach::Path> = reach::standard_probes(&self.topology)
             .into_iter()
             .filter(|(from, to, _)| self.is_up(from) && self.is_up(to))
@@ -925,7 +935,9 @@ impl Twin {
         let observed: Vec<Result<ns::Connect>> = std::thread::scope(|scope| {
             let probes: Vec<_> = paths
                 .iter()
-                .map(|path| scope.spawn(move || self.connect(&path.from, &path.to, path.port, timeout)))
+                .map(|path| {
+                    scope.spawn(move || self.connect(&path.from, &path.to, path.port, NO_ANSWER_AFTER))
+                })
                 .collect();
             probes
                 .into_iter()
@@ -1002,6 +1014,10 @@ impl Twin {
         self.tasks.clear();
         self.dnsmasq.take();
         self.moto.take();
+        // Before its namespace goes: PostgreSQL killed with SIGKILL (what deleting a namespace
+        // does to the processes in it) leaves its shared memory behind, in /dev/shm and as a
+        // System V segment, one set per run.
+        stop_postgres(&self.aurora_dir().join("data"));
         let mut errors = Vec::new();
         for namespace in self.namespaces.drain(..).rev() {
             if let Err(error) = ns::delete_namespace(&namespace) {
@@ -1101,16 +1117,60 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-fn hex_seed() -> u128 {
-    u128::from(std::process::id())
-}
-
 fn hex_token() -> String {
     let mut bytes = [0_u8; 16];
     if let Ok(mut file) = File::open("/dev/urandom") {
         let _ = std::io::Read::read_exact(&mut file, &mut bytes);
     }
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// `pg_ctl stop -m immediate` on a cluster of the twin (a no-op when it is not running):
+/// PostgreSQL then removes its shared memory itself. Best effort: the namespace's removal kills
+/// whatever is left.
+fn stop_postgres(data: &Path) {
+    if !data.join("postmaster.pid").exists() {
+        return;
+    }
+    let Ok(bin) = pg_bin() else { return };
+    let pg_ctl = bin.join("pg_ctl").display().to_string();
+    let data = data.display().to_string();
+    if let Err(error) = ns::run(
+        "runuser",
+        &[
+            "-u",
+            "postgres",
+            "--",
+            &pg_ctl,
+            "-D",
+            &data,
+            "stop",
+            "-m",
+            "immediate",
+            "-w",
+            "-t",
+            "10",
+        ],
+    ) {
+        eprintln!("vpc-twin: stopping Aurora ({data}): {error:#}");
+    }
+}
+
+/// Aurora of a killed twin: stopped before [`ns::remove_leftovers`] kills it, for the reason
+/// in [`Twin::teardown`]. Only the twin's own working directories are looked at.
+fn stop_leftover_aurora() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(crate::WORKDIR_PREFIX)
+        {
+            stop_postgres(&entry.path().join("aurora/data"));
+        }
+    }
 }
 
 /// One twin per machine at a time: an exclusive lock held for the twin's lifetime (a second

@@ -125,8 +125,11 @@ fn the_walkthrough_runs_through_the_vpc() {
 fn the_reachability_matrix_is_what_the_rules_say() {
     let _serial = serial();
     let twin = start(program::load().unwrap());
-    let (table, mismatches) = twin.matrix(std::time::Duration::from_millis(1500)).unwrap();
-    println!("reachability matrix (TCP connect, 1.5 s):\n{table}");
+    let (table, mismatches) = twin.matrix().unwrap();
+    println!(
+        "reachability matrix (TCP connect; no answer within {:?} = blocked):\n{table}",
+        vpc_twin::twin::NO_ANSWER_AFTER
+    );
     assert!(
         mismatches.is_empty(),
         "the network disagrees with the program:\n{}",
@@ -177,6 +180,7 @@ fn a_replaced_task_is_reached_within_the_record_ttl() {
             seen
         });
         std::thread::sleep(Duration::from_millis(500));
+        let task_1 = twin.task_arn(1).unwrap().to_owned();
         // ECS stops task 1 (deregistering it first), starts task 2 elsewhere, registers it.
         let stopping = Instant::now();
         twin.deregister(1).unwrap();
@@ -187,6 +191,7 @@ fn a_replaced_task_is_reached_within_the_record_ttl() {
         let task_2 = twin.task_arn(2).unwrap().to_owned();
         let deadline = registered + ttl + Duration::from_secs(2);
         let mut switched_at = None;
+        // Polls a second past the bound, so that a late switch is reported with its time.
         while Instant::now() < deadline + Duration::from_secs(1) {
             // The poller's answers are checked after; here we only wait for the switch.
             let answer = vpc_twin::twin::http_get(&internet, &url, Duration::from_secs(10)).unwrap();
@@ -198,21 +203,30 @@ fn a_replaced_task_is_reached_within_the_record_ttl() {
         }
         std::thread::sleep(Duration::from_secs(1));
         stop.store(true, Ordering::SeqCst);
-        (poller.join().unwrap(), switched_at, (stopping, registered))
+        (
+            poller.join().unwrap(),
+            switched_at,
+            (stopping, registered, task_1, task_2),
+        )
     });
-    let (stopping, registered) = swap;
+    let (stopping, registered, task_1_arn, task_2_arn) = swap;
     let switched_at = switched_at.unwrap_or_else(|| {
         panic!(
-            "/ecs-private-service never showed task 2 within TTL ({ttl:?}) + 2 s\n{}",
+            "/ecs-private-service never showed task 2 within TTL ({ttl:?}) + 3 s\n{}",
             twin.all_logs()
         )
     });
+    // The issue's bound, counted from the moment the record names task 2 only.
+    let switch = switched_at.saturating_duration_since(registered);
+    assert!(
+        switch <= ttl + Duration::from_secs(2),
+        "task 2 was reached {switch:?} after its record replaced task 1's: more than TTL ({ttl:?}) + 2 s"
+    );
     let task_1 = twin.topology.host("task-1").address.to_string();
     let task_2 = twin.topology.host("task-2").address.to_string();
     println!(
-        "switch: {:?} from stopping task 1 to the first answer from task 2, {:?} after the record swap (TTL {ttl:?}); {} answers during the test",
+        "switch: {:?} from stopping task 1 to the first answer from task 2, {switch:?} after the record swap (TTL {ttl:?}, bound TTL + 2 s); {} answers during the test",
         switched_at - stopping,
-        switched_at.saturating_duration_since(registered),
         seen.len()
     );
     let mut counts = std::collections::BTreeMap::new();
@@ -223,19 +237,21 @@ fn a_replaced_task_is_reached_within_the_record_ttl() {
             (status, _) => status.to_string(),
         };
         *counts.entry(label).or_insert(0) += 1;
+        // A 200 is one task's own answer: its address and its ARN, never a mix.
         let allowed = match answer.status {
             200 => {
-                answer.task_arn.is_some()
-                    && (answer.address.as_deref() == Some(&task_1)
-                        || answer.address.as_deref() == Some(&task_2))
+                (answer.address.as_deref() == Some(&task_1)
+                    && answer.task_arn.as_deref() == Some(&task_1_arn))
+                    || (answer.address.as_deref() == Some(&task_2)
+                        && answer.task_arn.as_deref() == Some(&task_2_arn))
             }
             502 | 504 => answer.problem,
             _ => false,
         };
         assert!(
             allowed,
-            "an answer that is neither 200 from a task nor a 502/504 problem: status {} (problem {})",
-            answer.status, answer.problem
+            "an answer that is neither 200 from a task nor a 502/504 problem: status {} (problem {}, task {:?} at {:?})",
+            answer.status, answer.problem, answer.task_arn, answer.address
         );
     }
     println!("answers during the switch: {counts:?}");
@@ -269,7 +285,7 @@ fn mutated(change: impl Fn(&str) -> anyhow::Result<String>) -> vpc_twin::Topolog
 /// The twin of a mutated program: its matrix must follow the mutated rules too.
 fn start_checked(topology: vpc_twin::Topology) -> vpc_twin::Twin {
     let twin = start(topology);
-    let (table, mismatches) = twin.matrix(Duration::from_millis(1500)).unwrap();
+    let (table, mismatches) = twin.matrix().unwrap();
     println!("reachability matrix of the mutated program:\n{table}");
     assert!(
         mismatches.is_empty(),
@@ -377,9 +393,15 @@ fn without_the_connectors_https_egress_secrets_manager_is_unreachable_and_the_lo
 
 /// Rotation through NAT: while `GET /` is loaded from `internet`, the database password
 /// changes, the secret at the Secrets Manager stand-in (reached only through the NAT host)
-/// gets the new value and the frontend's sessions are ended. The reliability suite's bounds
-/// and accounting apply: at most one 503 problem per pool connection, every 200 exactly one
-/// row, no row without a 200, no restart.
+/// gets the new value and the frontend's sessions are ended. The reliability suite's accounting
+/// applies: every 200 exactly one row, no row without a 200, no restart.
+///
+/// WEAKER THAN ISSUE 11, which says "no failed request": this allows the reliability suite's
+/// bound of one 503 problem per pool connection. The frontend retries a statement whose session
+/// was ended on another connection, so a request fails only when no connection can be opened
+/// within DB_ACQUIRE_TIMEOUT (2 s here) — the new connections have to re-read the secret
+/// through NAT, then do TLS and SCRAM; on a loaded machine that can take longer. Observed in
+/// review runs: no failed request (also under CPU load).
 #[test]
 fn rotating_the_secret_through_nat_under_load_keeps_every_visit_accounted_for() {
     use reliability_tests::{Load, LoadSpec, Outcome, Target};
@@ -482,6 +504,18 @@ fn leftovers_of_a_killed_run_are_removed_at_the_next_start() {
         !workdir.exists(),
         "the killed twin's working directory is removed"
     );
-    assert!(sleeper.wait().is_ok(), "the leftover's process was ended");
+    // Killed (not merely outlived): reaped at once, or the next start did not end it.
+    let status = vpc_twin::ns::wait_for("the leftover's process ended", Duration::from_secs(5), || {
+        Ok(sleeper.try_wait()?)
+    })
+    .unwrap_or_else(|error| {
+        let _ = sleeper.kill();
+        panic!("{error:#}")
+    });
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "the leftover's process was killed: {status}"
+    );
     stop_twin(twin);
 }
