@@ -1002,11 +1002,24 @@ impl Twin {
         out
     }
 
-    /// Stops everything and removes every namespace; returns how long that took.
+    /// Stops everything and removes every namespace; returns how long that took. Checks, with
+    /// the machine-wide lock still held (so no other twin has made namespaces of the same names
+    /// yet), that none of its namespaces is left.
     pub fn stop(mut self) -> Result<Duration> {
         let started = Instant::now();
+        let made = self.namespaces.clone();
         self.teardown()?;
-        Ok(started.elapsed())
+        let took = started.elapsed();
+        let listed = ns::run("ip", &["netns", "list"])?;
+        let left: Vec<&str> = listed
+            .lines()
+            .filter_map(|line| line.split_whitespace().next())
+            .filter(|name| made.iter().any(|made| made == name))
+            .collect();
+        if !left.is_empty() {
+            bail!("namespaces left behind after stopping: {}", left.join(", "));
+        }
+        Ok(took)
     }
 
     fn teardown(&mut self) -> Result<()> {
