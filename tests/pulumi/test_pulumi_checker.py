@@ -1,6 +1,7 @@
 """The offline checker: it passes the real program, and it bites.
 
-- The real program has no diagnostics at all (errors or warnings).
+- Both real programs (App Runner, pulumi/Pulumi.yaml; ECS Express Mode, pulumi/ecs-express/Pulumi.yaml) have no
+  diagnostics at all (errors or warnings).
 - The broken fixture yields exactly the expected set of errors (no more, no fewer).
 - Single mutations of the real program, each a mistake seen in practice, are each reported with their code.
 - The schema source is the pinned SDKs, and the program pins the same provider versions.
@@ -13,7 +14,7 @@ from importlib import metadata
 
 import pytest
 import yaml
-from pulumi_paths import BROKEN, HERE, PROGRAM, REPO
+from pulumi_paths import BROKEN, EXPRESS, EXPRESS_STACK, HERE, PROGRAM, REPO
 
 from yamlcheck import Checker, check_program, parse_interpolation
 from yamlcheck import names as aws_names
@@ -150,20 +151,64 @@ MUTATIONS = [
 ]
 
 
+EX = (R, "frontend", "properties")
+
+# Mistakes in the Express frontend, as the SDK's shapes make likely: each must be reported with its code.
+EXPRESS_MUTATIONS = [
+    ("networkConfigurations as an object", [(EX + ("networkConfigurations",),
+                                             {"subnets": "${vpc.privateSubnetIds}", "securityGroups": []})],
+     "type-mismatch", "resources.frontend.properties.networkConfigurations"),
+    ("assignPublicIp copied from aws:ecs:Service", [(EX + ("networkConfigurations", 0, "assignPublicIp"), False)],
+     "unknown-property", "resources.frontend.properties.networkConfigurations[0].assignPublicIp"),
+    ("environment as a map", [(EX + ("primaryContainer", "environments"), {"APPRUNNERSERVICE": "true"})],
+     "type-mismatch", "resources.frontend.properties.primaryContainer.environments"),
+    ("environment key `environment`", [(EX + ("primaryContainer", "environment"), []),
+                                       (EX + ("primaryContainer", "environments"), _DELETE)],
+     "unknown-property", "resources.frontend.properties.primaryContainer.environment"),
+    ("container port as a string", [(EX + ("primaryContainer", "containerPort"), "8080")],
+     "type-mismatch", "resources.frontend.properties.primaryContainer.containerPort"),
+    ("scaling target missing its metric", [(EX + ("scalingTargets", 0, "autoScalingMetric"), _DELETE)],
+     "missing-required", "resources.frontend.properties.scalingTargets[0]"),
+    ("infrastructure role missing", [(EX + ("infrastructureRoleArn",), _DELETE)],
+     "missing-required", "resources.frontend.properties"),
+    ("health check path misspelt", [(EX + ("healthCheckPaths",), "/health")],
+     "unknown-property", "resources.frontend.properties.healthCheckPaths"),
+    ("endpoint read from a missing output", [(("outputs", "serviceEndpoint"), "${frontend.ingressPath[0].endpoint}")],
+     "reference", "outputs.serviceEndpoint"),
+    ("log configuration without its prefix", [(EX + ("primaryContainer", "awsLogsConfigurations", 0,
+                                                      "logStreamPrefix"), _DELETE)],
+     "missing-required", "resources.frontend.properties.primaryContainer.awsLogsConfigurations[0]"),
+]
+
+
+def _load(path):
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
 @pytest.fixture(scope="module")
 def base_tree():
-    return yaml.safe_load(PROGRAM.read_text(encoding="utf-8"))
+    return _load(PROGRAM)
 
 
-@pytest.mark.parametrize("name,changes,code,path", MUTATIONS, ids=[m[0] for m in MUTATIONS])
-def test_mutation_is_reported(tmp_path: pathlib.Path, base_tree, name, changes, code, path):
-    tree = copy.deepcopy(base_tree)
+def _check_mutated(tmp_path, base, stack_file, changes):
+    tree = copy.deepcopy(base)
     for p, v in changes:
         _set(tree, p, v)
     target = tmp_path / "Pulumi.yaml"
     target.write_text(yaml.safe_dump(tree, sort_keys=False))
-    (tmp_path / "Pulumi.dev.yaml").write_text((REPO / "pulumi" / "Pulumi.dev.yaml").read_text())
-    errors = [d for d in check_program(target) if d.severity == "error"]
+    (tmp_path / "Pulumi.dev.yaml").write_text(stack_file.read_text())
+    return [d for d in check_program(target) if d.severity == "error"]
+
+
+@pytest.mark.parametrize("name,changes,code,path", MUTATIONS, ids=[m[0] for m in MUTATIONS])
+def test_mutation_is_reported(tmp_path: pathlib.Path, base_tree, name, changes, code, path):
+    errors = _check_mutated(tmp_path, base_tree, REPO / "pulumi" / "Pulumi.dev.yaml", changes)
+    assert any(d.code == code and (path is None or d.path == path) for d in errors), [str(d) for d in errors]
+
+
+@pytest.mark.parametrize("name,changes,code,path", EXPRESS_MUTATIONS, ids=[m[0] for m in EXPRESS_MUTATIONS])
+def test_express_mutation_is_reported(tmp_path: pathlib.Path, name, changes, code, path):
+    errors = _check_mutated(tmp_path, _load(EXPRESS), EXPRESS_STACK, changes)
     assert any(d.code == code and (path is None or d.path == path) for d in errors), [str(d) for d in errors]
 
 
@@ -204,14 +249,28 @@ def test_ecr_rule_refuses_what_ecr_refuses(name):
     assert aws_names.rule_for("aws:ecr/repository:Repository", "name").problem(name) is not None
 
 
+# The Express program has no App Runner names (and its service name is generated), so long names pass there.
+EXPRESS_BAD_STACKS = {
+    "my_stack": {"resources.db.properties.finalSnapshotIdentifier"},
+    "prod.eu": {"resources.db.properties.finalSnapshotIdentifier", "resources.private-service-task.properties.family"},
+    "Dev": {"resources.frontend-repo.properties.name", "resources.private-service-repo.properties.name"},
+    "prod-": {"resources.db.properties.finalSnapshotIdentifier", "resources.frontend-repo.properties.name",
+              "resources.private-service-repo.properties.name"},
+    "prod--eu": {"resources.db.properties.finalSnapshotIdentifier"},
+}
+
+
 @pytest.mark.parametrize("stack", GOOD_STACKS)
-def test_good_stack_names_pass_the_aws_name_rules(stack):
-    assert [str(d) for d in check_program(PROGRAM, stack_names=[stack]) if d.code == "aws-name"] == []
+def test_good_stack_names_pass_the_aws_name_rules(program_path, stack):
+    assert [str(d) for d in check_program(program_path, stack_names=[stack]) if d.code == "aws-name"] == []
 
 
-@pytest.mark.parametrize("stack,paths", BAD_STACKS.items(), ids=list(BAD_STACKS))
-def test_bad_stack_names_are_reported_where_they_break_a_name(stack, paths):
-    diags = [d for d in check_program(PROGRAM, stack_names=[stack]) if d.code == "aws-name"]
+@pytest.mark.parametrize("program_path,stack,paths",
+                         [(PROGRAM, s, p) for s, p in BAD_STACKS.items()]
+                         + [(EXPRESS, s, p) for s, p in EXPRESS_BAD_STACKS.items()],
+                         ids=[f"apprunner-{s}" for s in BAD_STACKS] + [f"express-{s}" for s in EXPRESS_BAD_STACKS])
+def test_bad_stack_names_are_reported_where_they_break_a_name(program_path, stack, paths):
+    diags = [d for d in check_program(program_path, stack_names=[stack]) if d.code == "aws-name"]
     assert {d.path for d in diags} == paths
     assert all(repr(stack) in d.message for d in diags)
 

@@ -1,16 +1,21 @@
-"""Architecture policy of pulumi/Pulumi.yaml: the invariants the design depends on, read from the program itself.
+"""Architecture policy of pulumi/Pulumi.yaml (App Runner) and pulumi/ecs-express/Pulumi.yaml (ECS Express Mode):
+the invariants the design depends on, read from the programs themselves.
 
 Each test names one invariant. They look at resources by type and follow `${...}` references, so renaming a
 resource does not break them, while rewiring one (a port opened to the world, a secret grant widened, a service
-left on a mutable tag) does.
+left on a mutable tag) does. Tests that take `program`/`resources`/`frontend` run for both programs (the shared
+invariants); the App Runner and Express sections hold what only one of them has. The frontend differs between
+the two, so `Frontend` reads the same facts (its security group, subnets, identity, environment, image, health
+check) from either.
 """
 
 import copy
+import dataclasses
 import re
 
 import pytest
 import yaml
-from pulumi_paths import REPO, STACK
+from pulumi_paths import PROGRAMS, REPO
 
 from yamlcheck import names as aws_names
 from yamlcheck import parse_interpolation, refs_in
@@ -71,21 +76,65 @@ def sg_rules(resources):
     return rules
 
 
-@pytest.fixture(scope="module")
-def connector_sg(resources):
-    _, connector = only(resources, "aws:apprunner:VpcConnector")
-    (sg,) = connector["properties"]["securityGroups"]
-    return ref(sg).root
+@dataclasses.dataclass
+class Frontend:
+    """The public frontend of either program, as the shared invariants see it."""
+
+    kind: str  # "apprunner" | "express"
+    name: str  # its resource
+    resource: dict
+    sg: str  # the security group its traffic into the VPC carries (connector's / tasks')
+    subnets: object  # the subnets that traffic leaves from
+    role: str  # the IAM role the running code has (instance role / task role)
+    env: dict  # name -> value
+    image: str
+    health_path: str
+
+    @classmethod
+    def of(cls, program) -> "Frontend":
+        resources = program["resources"]
+        if of_type(resources, "aws:apprunner:Service"):
+            name, svc = only(resources, "aws:apprunner:Service")
+            p = svc["properties"]
+            _, connector = only(resources, "aws:apprunner:VpcConnector")
+            (sg,) = connector["properties"]["securityGroups"]
+            image = p["sourceConfiguration"]["imageRepository"]
+            return cls("apprunner", name, svc, ref(sg).root, connector["properties"]["subnets"],
+                       ref(p["instanceConfiguration"]["instanceRoleArn"]).root,
+                       image["imageConfiguration"]["runtimeEnvironmentVariables"], image["imageIdentifier"],
+                       p["healthCheckConfiguration"]["path"])
+        name, svc = only(resources, "aws:ecs:ExpressGatewayService")
+        p = svc["properties"]
+        (net,) = p["networkConfigurations"]
+        (sg,) = net["securityGroups"]
+        container = p["primaryContainer"]
+        env = {e["name"]: e["value"] for e in container.get("environments", [])}
+        assert len(env) == len(container.get("environments", [])), "an environment variable is set twice"
+        return cls("express", name, svc, ref(sg).root, net["subnets"], ref(p["taskRoleArn"]).root, env,
+                   container["image"], p.get("healthCheckPath", "/"))
 
 
 @pytest.fixture(scope="module")
-def apprunner(resources):
-    return only(resources, "aws:apprunner:Service")[1]["properties"]
+def frontend(program) -> Frontend:
+    return Frontend.of(program)
 
 
 @pytest.fixture(scope="module")
-def env(apprunner):
-    return apprunner["sourceConfiguration"]["imageRepository"]["imageConfiguration"]["runtimeEnvironmentVariables"]
+def env(frontend):
+    return frontend.env
+
+
+@pytest.fixture(scope="module")
+def apprunner(apprunner_program):
+    return only(apprunner_program["resources"], "aws:apprunner:Service")[1]["properties"]
+
+
+def private_cluster(resources):
+    """The cluster the private service (the one aws:ecs:Service) runs in; the Express program has two."""
+    _, svc = only(resources, "aws:ecs:Service")
+    r = ref(svc["properties"]["cluster"])
+    assert r.accessors == ("arn",)
+    return r.root
 
 
 # ---------------------------------------------------------------- network
@@ -133,7 +182,7 @@ def test_everything_private_sits_in_private_subnets(resources):
     def private_subnets(v):
         return ref_to(v, "vpc", "privateSubnetIds")
 
-    assert private_subnets(only(resources, "aws:apprunner:VpcConnector")[1]["properties"]["subnets"])
+    assert private_subnets(Frontend.of({"resources": resources}).subnets)
     assert private_subnets(only(resources, "aws:rds:SubnetGroup")[1]["properties"]["subnetIds"])
     net = only(resources, "aws:ecs:Service")[1]["properties"]["networkConfiguration"]
     assert private_subnets(net["subnets"]) and net["assignPublicIp"] is False
@@ -147,17 +196,17 @@ def test_no_inline_security_group_rules(resources):
 
 
 @pytest.mark.parametrize("port,target", [(5432, "aws:rds:Cluster"), (8080, "aws:ecs:Service")])
-def test_private_ports_open_only_to_the_connector(resources, sg_rules, connector_sg, port, target):
+def test_private_ports_open_only_to_the_frontend(resources, sg_rules, frontend, port, target):
     # The security group the target actually uses...
     props = only(resources, target)[1]["properties"]
     sgs = props.get("vpcSecurityGroupIds") or props["networkConfiguration"]["securityGroups"]
     (target_sg,) = [ref(s).root for s in sgs]
     ingress = [(n, p) for kind, n, sg, p in sg_rules if kind == "ingress" and sg == target_sg]
-    # ...admits exactly one rule, on exactly this port, from the connector SG and from no address range.
+    # ...admits exactly one rule, on exactly this port, from the frontend's SG and from no address range.
     assert len(ingress) == 1, ingress
     _, p = ingress[0]
     assert (p["ipProtocol"], p["fromPort"], p["toPort"]) == ("tcp", port, port)
-    assert ref_to(p["referencedSecurityGroupId"], connector_sg, "id")
+    assert ref_to(p["referencedSecurityGroupId"], frontend.sg, "id")
     assert not {"cidrIpv4", "cidrIpv6", "prefixListId"} & set(p)
 
 
@@ -167,8 +216,10 @@ def test_nothing_is_open_to_the_internet(sg_rules):
             assert p.get("cidrIpv4") is None and p.get("cidrIpv6") is None, name
 
 
-def test_connector_is_egress_only_and_its_egress_is_explicit(sg_rules, connector_sg, resources):
-    mine = [(kind, p) for kind, _, sg, p in sg_rules if sg == connector_sg]
+def test_frontend_group_is_egress_only_and_its_egress_is_explicit(sg_rules, frontend):
+    """App Runner: nothing connects to the connector. Express: the only ingress to the tasks is the rule Express
+    Mode adds itself from its load balancer's group, so the program declares none."""
+    mine = [(kind, p) for kind, _, sg, p in sg_rules if sg == frontend.sg]
     assert {kind for kind, _ in mine} == {"egress"}
     ports = {(p["fromPort"], p["toPort"]) for _, p in mine}
     assert ports == {(5432, 5432), (8080, 8080), (443, 443)}
@@ -218,8 +269,8 @@ def test_aurora_can_pause_at_zero(program, resources):
 # ---------------------------------------------------------------- IAM
 
 
-def test_frontend_may_read_exactly_the_one_db_secret(resources, apprunner, env):
-    role = ref(apprunner["instanceConfiguration"]["instanceRoleArn"]).root
+def test_frontend_may_read_exactly_the_one_db_secret(resources, frontend, env):
+    role = frontend.role
     policies = [r for r in of_type(resources, "aws:iam:RolePolicy").values()
                 if ref_to(r["properties"]["role"], role, "id")]
     attachments = [r for r in of_type(resources, "aws:iam:RolePolicyAttachment").values()
@@ -235,17 +286,23 @@ def test_frontend_may_read_exactly_the_one_db_secret(resources, apprunner, env):
     assert env["DBSECRETSNAME"] == stmt["Resource"]
 
 
-def test_role_trust_matches_its_principal(resources, apprunner):
-    def principal(role):
-        (stmt,) = resources[role]["properties"]["assumeRolePolicy"]["fn::toJSON"]["Statement"]
-        return stmt["Principal"]["Service"]
+def principal(resources, role):
+    (stmt,) = resources[role]["properties"]["assumeRolePolicy"]["fn::toJSON"]["Statement"]
+    assert stmt["Effect"] == "Allow" and stmt["Action"] == "sts:AssumeRole"
+    return stmt["Principal"]["Service"]
 
-    access = ref(apprunner["sourceConfiguration"]["authenticationConfiguration"]["accessRoleArn"]).root
-    instance = ref(apprunner["instanceConfiguration"]["instanceRoleArn"]).root
-    assert principal(access) == "build.apprunner.amazonaws.com"
-    assert principal(instance) == "tasks.apprunner.amazonaws.com"
+
+def test_role_trust_matches_its_principal(resources, frontend):
     task = only(resources, "aws:ecs:TaskDefinition")[1]["properties"]
-    assert principal(ref(task["executionRoleArn"]).root) == "ecs-tasks.amazonaws.com"
+    assert principal(resources, ref(task["executionRoleArn"]).root) == "ecs-tasks.amazonaws.com"
+    expected = {"apprunner": "tasks.apprunner.amazonaws.com", "express": "ecs-tasks.amazonaws.com"}
+    assert principal(resources, frontend.role) == expected[frontend.kind]
+
+
+def test_apprunner_role_trust(apprunner_program, apprunner):
+    resources = apprunner_program["resources"]
+    access = ref(apprunner["sourceConfiguration"]["authenticationConfiguration"]["accessRoleArn"]).root
+    assert principal(resources, access) == "build.apprunner.amazonaws.com"
 
 
 def test_no_wildcard_grants(resources):
@@ -263,11 +320,11 @@ def check_ecs_exec_is_off(program):
     assert svc["properties"].get("enableExecuteCommand", False) is False
     text = yaml.safe_dump(program)
     assert "ssmmessages:" not in text  # no grant for the SSM message channels, anywhere
-    _, cluster = only(resources, "aws:ecs:Cluster")
-    assert "executeCommandConfiguration" not in (cluster["properties"].get("configuration") or {})
+    for name, cluster in of_type(resources, "aws:ecs:Cluster").items():
+        assert "executeCommandConfiguration" not in (cluster["properties"].get("configuration") or {}), name
+        assert any(s["name"] == "containerInsights" for s in cluster["properties"]["settings"]), name
     # The private service calls no AWS API: no task role at all.
     assert "taskRoleArn" not in only(resources, "aws:ecs:TaskDefinition")[1]["properties"]
-    assert any(s["name"] == "containerInsights" for s in cluster["properties"]["settings"])
 
 
 def test_ecs_exec_is_off(program):
@@ -277,10 +334,16 @@ def test_ecs_exec_is_off(program):
 # ---------------------------------------------------------------- ECS private service
 
 
+def capacity_providers_of(resources, cluster_name):
+    (found,) = [(n, c) for n, c in of_type(resources, "aws:ecs:ClusterCapacityProviders").items()
+                if ref_to(c["properties"]["clusterName"], cluster_name, "name")]
+    return found
+
+
 def test_private_service_runs_on_fargate_spot_after_the_association(resources):
-    cap_name, cap = only(resources, "aws:ecs:ClusterCapacityProviders")
-    cluster_name, _ = only(resources, "aws:ecs:Cluster")
-    assert ref_to(cap["properties"]["clusterName"], cluster_name, "name")
+    cluster_name = private_cluster(resources)
+    assert resources[cluster_name]["type"] == "aws:ecs:Cluster"
+    cap_name, cap = capacity_providers_of(resources, cluster_name)
     assert "FARGATE_SPOT" in cap["properties"]["capacityProviders"]
     _, svc = only(resources, "aws:ecs:Service")
     p = svc["properties"]
@@ -336,7 +399,12 @@ def test_apprunner_health_check_is_http_on_health(apprunner):
     assert hc["protocol"] == "HTTP" and hc["path"] == "/health"
 
 
-def test_apprunner_egress_goes_through_the_vpc_connector(resources, apprunner):
+def test_frontend_health_check_is_on_health(frontend):
+    assert frontend.health_path == "/health"
+
+
+def test_apprunner_egress_goes_through_the_vpc_connector(apprunner_program, apprunner):
+    resources = apprunner_program["resources"]
     net = apprunner["networkConfiguration"]
     assert net["egressConfiguration"]["egressType"] == "VPC"
     connector = only(resources, "aws:apprunner:VpcConnector")[0]
@@ -344,31 +412,37 @@ def test_apprunner_egress_goes_through_the_vpc_connector(resources, apprunner):
     assert net["ingressConfiguration"]["isPubliclyAccessible"] is True
 
 
-def test_apprunner_listens_on_8080_and_gets_its_settings(program, resources, apprunner, env):
+def test_apprunner_listens_on_8080(apprunner_program, apprunner):
     image = apprunner["sourceConfiguration"]["imageRepository"]
     assert image["imageConfiguration"]["port"] == "8080"
     assert image["imageRepositoryType"] == "ECR"
+    assert ref(apprunner["autoScalingConfigurationArn"]).root in of_type(
+        apprunner_program["resources"], "aws:apprunner:AutoScalingConfigurationVersion")
+
+
+def test_frontend_gets_the_same_settings_on_both_platforms(program, resources, env):
     db = only(resources, "aws:rds:Cluster")[0]
     assert set(env) == {"APPRUNNERSERVICE", "DBSECRETSNAME", "DB_HOST", "DB_PORT", "DB_NAME", "DB_SSLMODE",
                         "ECSPRIVATESERVICE"}  # no DB_SSLROOTCERT: the RDS CA bundle is compiled into the frontend
     assert not any(k.startswith("AWSAPPRUNNER") for k in env)  # App Runner rejects these names
-    assert env["APPRUNNERSERVICE"]
+    # The frontend reads APPRUNNERSERVICE as "deployed in AWS" (DB_SSLMODE then defaults to verify-full), so the
+    # Express program sets it too.
+    assert env["APPRUNNERSERVICE"] == "true"
     assert ref_to(env["DB_HOST"], db, "endpoint")
     assert ref_to(env["DB_PORT"], db, "port")
     assert ref_to(env["DB_NAME"], db, "databaseName")
     check_db_tls_is_verified(program)
-    assert ref(apprunner["autoScalingConfigurationArn"]).root in of_type(
-        resources, "aws:apprunner:AutoScalingConfigurationVersion")
 
 
 def check_db_tls_is_verified(program):
-    env = only(program["resources"], "aws:apprunner:Service")[1]["properties"]["sourceConfiguration"][
-        "imageRepository"]["imageConfiguration"]["runtimeEnvironmentVariables"]
+    env = Frontend.of(program).env
+    assert env.get("APPRUNNERSERVICE") == "true"  # without it the frontend's own default is `disable`
     assert ref_to(env["DB_SSLMODE"], "dbSslMode") and config_default(program, "dbSslMode") == "verify-full"
     assert "DB_SSLROOTCERT" not in env and "dbSslRootCert" not in program["config"]
 
 
-def test_apprunner_waits_for_iam_image_database_and_private_service(resources, apprunner):
+def test_apprunner_waits_for_iam_image_database_and_private_service(apprunner_program, apprunner):
+    resources = apprunner_program["resources"]
     _, svc = only(resources, "aws:apprunner:Service")
     needs = depends_on(svc)
     access = ref(apprunner["sourceConfiguration"]["authenticationConfiguration"]["accessRoleArn"]).root
@@ -386,16 +460,16 @@ def test_apprunner_waits_for_iam_image_database_and_private_service(resources, a
 
 
 @pytest.fixture(scope="module")
-def image_refs(resources, apprunner):
+def image_refs(resources, frontend):
     task = only(resources, "aws:ecs:TaskDefinition")[1]["properties"]
     return {
-        "frontend": apprunner["sourceConfiguration"]["imageRepository"]["imageIdentifier"],
+        "frontend": frontend.image,
         "private-service": task["containerDefinitions"]["fn::toJSON"][0]["image"],
     }
 
 
 @pytest.mark.parametrize("image", ["frontend", "private-service"])
-def test_images_are_referenced_by_the_pushed_digest(program, resources, image_refs, image):
+def test_images_are_referenced_by_the_pushed_digest(program, program_path, resources, image_refs, image):
     value = image_refs[image]
     parts, error = parse_interpolation(value)
     assert error is None
@@ -410,7 +484,10 @@ def test_images_are_referenced_by_the_pushed_digest(program, resources, image_re
     p = cmd["properties"]
     # The push command pushes this archive to this repository...
     archive_cfg = ref(p["environment"]["ARCHIVE"]).root
-    assert config_default(program, archive_cfg) == f"../result/{image}.tar.gz"
+    # relative to the program's folder, where pulumi-command runs the script: <repo>/result/<image>.tar.gz
+    default = config_default(program, archive_cfg)
+    assert not default.startswith("/") and default.endswith(f"result/{image}.tar.gz")
+    assert (program_path.parent / default).resolve() == REPO / "result" / f"{image}.tar.gz"
     assert ref_to(p["environment"]["REPOSITORY"], repo.root, "repositoryUrl")
     # ...re-runs (replacement, so `create`) when the archive content or the repository changes...
     assert {"fn::filebase64sha256": f"${{{archive_cfg}}}"} in p["triggers"]
@@ -484,7 +561,7 @@ def check_names_are_stack_scoped(program):
             if schema is not None and aws_names.rule_for(schema.token, prop) is not None:
                 checked += 1
                 assert "${pulumi.stack}" in str(value), f"{name}.{prop} = {value!r} is the same for every stack"
-    assert checked >= 6
+    assert checked >= 4  # two ECR repositories, the task family, the final snapshot (+3 App Runner names)
 
 
 def test_names_are_stack_scoped(program):
@@ -512,13 +589,30 @@ POLICY_MUTATIONS = [
     ("dbSslMode default require", check_db_tls_is_verified,
      lambda prog: prog["config"]["dbSslMode"].update(default="require")),
     ("DB_SSLROOTCERT set again", check_db_tls_is_verified,
-     lambda prog: only(prog["resources"], "aws:apprunner:Service")[1]["properties"]["sourceConfiguration"][
-         "imageRepository"]["imageConfiguration"]["runtimeEnvironmentVariables"].update(
-         DB_SSLROOTCERT="/etc/ssl/certs/rds-global-bundle.pem")),
+     lambda prog: set_env(prog, "DB_SSLROOTCERT", "/etc/ssl/certs/rds-global-bundle.pem")),
+    ("APPRUNNERSERVICE left out", check_db_tls_is_verified,
+     lambda prog: del_env(prog, "APPRUNNERSERVICE")),
     ("push without its own policy", lambda prog: check_push_script(prog["variables"]["push-script"]),
      lambda prog: prog["variables"].update(
          {"push-script": prog["variables"]["push-script"].replace("--insecure-policy ", "")})),
 ]
+
+
+def set_env(prog, key, value):
+    svc = Frontend.of(prog).resource["properties"]
+    if "primaryContainer" in svc:
+        svc["primaryContainer"]["environments"].append({"name": key, "value": value})
+    else:
+        svc["sourceConfiguration"]["imageRepository"]["imageConfiguration"]["runtimeEnvironmentVariables"][key] = value
+
+
+def del_env(prog, key):
+    svc = Frontend.of(prog).resource["properties"]
+    if "primaryContainer" in svc:
+        envs = svc["primaryContainer"]["environments"]
+        envs[:] = [e for e in envs if e["name"] != key]
+    else:
+        del svc["sourceConfiguration"]["imageRepository"]["imageConfiguration"]["runtimeEnvironmentVariables"][key]
 
 
 @pytest.mark.parametrize("name,check,mutate", POLICY_MUTATIONS, ids=[m[0] for m in POLICY_MUTATIONS])
@@ -533,8 +627,10 @@ def test_policy_check_bites(program, name, check, mutate):
 def test_no_mutable_tags_anywhere(program):
     text = yaml.safe_dump(program)
     assert ":latest" not in text
-    assert only(program["resources"], "aws:apprunner:Service")[1]["properties"]["sourceConfiguration"][
-        "autoDeploymentsEnabled"] is False
+
+
+def test_apprunner_does_not_deploy_on_its_own(apprunner):
+    assert apprunner["sourceConfiguration"]["autoDeploymentsEnabled"] is False
 
 
 # ---------------------------------------------------------------- configuration and outputs
@@ -545,8 +641,8 @@ def test_config_is_typed_described_and_defaulted(program):
         assert {"type", "default", "description"} <= set(decl), name
 
 
-def test_sample_stack_sets_only_the_region():
-    stack = yaml.safe_load(STACK.read_text())
+def test_sample_stack_sets_only_the_region(stack_path):
+    stack = yaml.safe_load(stack_path.read_text())
     # `pulumi stack init` may add its secrets keys locally; the committed file holds the region only.
     assert set(stack) - {"encryptionsalt", "secretsprovider", "encryptedkey"} == {"config"}
     assert list(stack["config"]) == ["aws:region"]
@@ -561,13 +657,332 @@ def test_provider_is_pinned_default_and_regional(resources):
         assert "provider" not in (r.get("options") or {}), other
 
 
-def test_outputs(program, resources):
+def test_outputs(program, resources, frontend):
     out = program["outputs"]
-    app = only(resources, "aws:apprunner:Service")[0]
-    assert out["serviceUrl"] == f"https://${{{app}.serviceUrl}}"  # serviceUrl is a bare host name
+    if frontend.kind == "apprunner":
+        assert out["serviceUrl"] == f"https://${{{frontend.name}.serviceUrl}}"  # serviceUrl is a bare host name
+    else:
+        assert ref_to(out["serviceEndpoint"], frontend.name, "ingressPaths", 0, "endpoint")
+        assert ref_to(out["serviceAccessType"], frontend.name, "ingressPaths", 0, "accessType")
     db = only(resources, "aws:rds:Cluster")[0]
     assert ref_to(out["dbEndpoint"], db, "endpoint")
     assert ref_to(out["dbSecretArn"], db, "masterUserSecrets", 0, "secretArn")
     assert out["privateServiceUrl"].startswith("http://") and out["privateServiceUrl"].endswith(":8080")
     assert {r.accessors[-1] for r in refs_in([out["frontendImage"], out["privateServiceImage"]])} == {
         "repositoryUrl", "stdout"}
+
+
+# ---------------------------------------------------------------- ECS Express Mode (pulumi/ecs-express)
+
+EXECUTION_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
+# The AWS-managed policy the ECS developer guide names for Express Mode's infrastructure role.
+INFRASTRUCTURE_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonECSInfrastructureRoleforExpressGatewayServices"
+
+
+def grants_of(resources, role):
+    """(managed policy ARNs, inline policy resources) attached to a role, wherever they are declared."""
+    attached = [r["properties"]["policyArn"] for r in of_type(resources, "aws:iam:RolePolicyAttachment").values()
+                if ref(r["properties"]["role"]).root == role]
+    inline = [r for r in of_type(resources, "aws:iam:RolePolicy").values()
+              if ref(r["properties"]["role"]).root == role]
+    props = resources[role]["properties"]
+    assert "managedPolicyArns" not in props and "inlinePolicies" not in props, role
+    return attached, inline
+
+
+def check_express_roles(program):
+    """Execution role: ECR pull and logs (AmazonECSTaskExecutionRolePolicy), trusted by ecs-tasks. Infrastructure
+    role: the Express Mode managed policy, trusted by ecs.amazonaws.com. Each has exactly that and nothing else."""
+    resources = program["resources"]
+    p = only(resources, "aws:ecs:ExpressGatewayService")[1]["properties"]
+    execution = ref(p["executionRoleArn"]).root
+    infrastructure = ref(p["infrastructureRoleArn"]).root
+    task = ref(p["taskRoleArn"]).root
+    assert len({execution, infrastructure, task}) == 3  # three identities, none doubling as another
+    for role in (execution, infrastructure, task):
+        assert resources[role]["type"] == "aws:iam:Role", role
+    assert ref(p["executionRoleArn"]).accessors == ("arn",) and ref(p["infrastructureRoleArn"]).accessors == ("arn",)
+    assert principal(resources, execution) == "ecs-tasks.amazonaws.com"
+    assert grants_of(resources, execution) == ([EXECUTION_POLICY], [])
+    assert principal(resources, infrastructure) == "ecs.amazonaws.com"
+    assert grants_of(resources, infrastructure) == ([INFRASTRUCTURE_POLICY], [])
+    assert principal(resources, task) == "ecs-tasks.amazonaws.com"
+
+
+def test_express_execution_and_infrastructure_roles(express_program):
+    check_express_roles(express_program)
+
+
+def check_express_task_role(program):
+    """The task role holds one inline statement: GetSecretValue on the database's managed secret; no managed
+    policy (the shared secret test checks the same through the Frontend view)."""
+    resources = program["resources"]
+    p = only(resources, "aws:ecs:ExpressGatewayService")[1]["properties"]
+    attached, inline = grants_of(resources, ref(p["taskRoleArn"]).root)
+    assert attached == [] and len(inline) == 1
+    (stmt,) = statements(inline[0])
+    assert stmt == {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
+                    "Resource": "${db.masterUserSecrets[0].secretArn}"}
+
+
+def test_express_task_role_reads_only_the_one_secret(express_program):
+    check_express_task_role(express_program)
+
+
+def check_express_container(program):
+    p = only(program["resources"], "aws:ecs:ExpressGatewayService")[1]["properties"]
+    assert p.get("healthCheckPath") == "/health"  # Express Mode's default is `/`, which touches the database
+    c = p["primaryContainer"]
+    assert c.get("containerPort") == 8080  # Express Mode's default is 80
+    assert "commands" not in c and "repositoryCredentials" not in c and "secrets" not in c
+    image = parse_interpolation(c["image"])[0]
+    assert len(image) == 3 and image[1] == "@"  # <frontend-repo.repositoryUrl>@<push-frontend.stdout>
+    assert image[0].accessors == ("repositoryUrl",) and image[2].accessors == ("stdout",)
+    (logs,) = c["awsLogsConfigurations"]
+    assert program["resources"][ref(logs["logGroup"]).root]["type"] == "aws:cloudwatch:LogGroup"
+
+
+def test_express_container_health_check_port_and_image(express_program):
+    check_express_container(express_program)
+
+
+def check_express_scaling_is_config(program):
+    p = only(program["resources"], "aws:ecs:ExpressGatewayService")[1]["properties"]
+    (target,) = p["scalingTargets"]
+    assert ref_to(target["minTaskCount"], "frontendMinTasks") and ref_to(target["maxTaskCount"], "frontendMaxTasks")
+    assert ref_to(target["autoScalingMetric"], "frontendScalingMetric")
+    assert ref_to(target["autoScalingTargetValue"], "frontendScalingTarget")
+    assert 1 <= config_default(program, "frontendMinTasks") <= config_default(program, "frontendMaxTasks")
+    # the values the SDK documents for autoScalingMetric
+    assert config_default(program, "frontendScalingMetric") in {"AVERAGE_CPU", "AVERAGE_MEMORY",
+                                                               "REQUEST_COUNT_PER_TARGET"}
+    assert ref_to(p["cpu"], "frontendCpu") and ref_to(p["memory"], "frontendMemory")
+
+
+def test_express_autoscaling_bounds_are_config(express_program):
+    check_express_scaling_is_config(express_program)
+
+
+def check_express_runs_on_demand_in_its_own_cluster(program):
+    """Not the private service's cluster (whose default strategy is FARGATE_SPOT) and not the account's `default`
+    cluster (Express Mode's default, owned by no stack); on-demand Fargate, associated before the service."""
+    resources = program["resources"]
+    name, svc = only(resources, "aws:ecs:ExpressGatewayService")
+    cluster = ref(svc["properties"]["cluster"]).root
+    assert resources[cluster]["type"] == "aws:ecs:Cluster" and cluster != private_cluster(resources)
+    cap_name, cap = capacity_providers_of(resources, cluster)
+    assert cap["properties"]["capacityProviders"] == ["FARGATE"]
+    assert [s["capacityProvider"] for s in cap["properties"]["defaultCapacityProviderStrategies"]] == ["FARGATE"]
+    assert cap_name in depends_on(svc)
+
+
+def test_express_runs_on_demand_in_its_own_cluster(express_program):
+    check_express_runs_on_demand_in_its_own_cluster(express_program)
+
+
+def check_express_waits_for_iam_image_database_and_private_service(program):
+    """pulumi-aws: without dependsOn on its IAM attachments the policies can be deleted first and the service
+    stays DRAINING; the push, database and private service must exist before the first task starts."""
+    resources = program["resources"]
+    name, svc = only(resources, "aws:ecs:ExpressGatewayService")
+    p = svc["properties"]
+    roles = {ref(p[k]).root for k in ("executionRoleArn", "infrastructureRoleArn", "taskRoleArn")}
+    iam = {n for t in ("aws:iam:RolePolicy", "aws:iam:RolePolicyAttachment") for n, r in of_type(resources, t).items()
+           if ref(r["properties"]["role"]).root in roles}
+    needs = depends_on(svc)
+    assert len(iam) == 3 and iam <= needs
+    assert parse_interpolation(p["primaryContainer"]["image"])[0][2].root in needs
+    assert only(resources, "aws:rds:ClusterInstance")[0] in needs
+    assert only(resources, "aws:ecs:Service")[0] in needs
+    assert p["waitForSteadyState"] is True
+
+
+def test_express_waits_for_iam_image_database_and_private_service(express_program):
+    check_express_waits_for_iam_image_database_and_private_service(express_program)
+
+
+def test_express_declares_no_load_balancer_of_its_own(express_program):
+    """Express Mode makes the ALB, listener, rules, target group, certificate and scaling policy itself; declaring
+    any of them here would make a second, unused one (and a second fixed monthly cost)."""
+    types = {r["type"].split(":")[1].split("/")[0] for r in express_program["resources"].values()}
+    assert not types & {"lb", "alb", "elb", "appautoscaling", "acm", "apprunner"}
+
+
+# The shared part: same resources, same order, same properties, so `diff` shows only the frontend.
+
+# Resources of the App Runner program that exist only there (its frontend and the connector's group), and of
+# the Express program that exist only there (its frontend and the tasks' group).
+APPRUNNER_ONLY = {"connector-sg", "connector-to-db", "connector-to-private-service", "connector-https-out",
+                  "db-from-connector", "private-service-from-connector", "apprunner-access-role",
+                  "apprunner-access-policy", "apprunner-instance-role", "apprunner-instance-policy", "vpc-connector",
+                  "autoscaling", "frontend"}
+EXPRESS_ONLY = {"frontend-sg", "frontend-to-db", "frontend-to-private-service", "frontend-https-out",
+                "db-from-frontend", "private-service-from-frontend", "frontend-cluster",
+                "frontend-cluster-capacity-providers", "frontend-logs", "frontend-execution-role",
+                "frontend-execution-role-policy", "frontend-infrastructure-role", "frontend-infrastructure-role-policy",
+                "frontend-task-role", "frontend-task-policy", "frontend"}
+# Where the frontend's group has another name, the rules that name it differ only by that name.
+RENAMED = {"connector-sg": "frontend-sg", "connector-to-db": "frontend-to-db",
+           "connector-to-private-service": "frontend-to-private-service", "connector-https-out": "frontend-https-out",
+           "db-from-connector": "db-from-frontend", "private-service-from-connector": "private-service-from-frontend"}
+# Descriptions that say who the frontend is; nothing else in the shared part may differ.
+DESCRIPTIONS = {"db-sg", "private-service-sg"}
+
+
+def shared_part_differences(apprunner_program, express_program):
+    a, e = apprunner_program["resources"], express_program["resources"]
+    problems = []
+    if set(a) - set(e) != APPRUNNER_ONLY - {"frontend"}:
+        problems.append(("only in the App Runner program", sorted(set(a) - set(e))))
+    if set(e) - set(a) != EXPRESS_ONLY - {"frontend"}:
+        problems.append(("only in the Express program", sorted(set(e) - set(a))))
+    shared = [n for n in a if n in e and n != "frontend"]
+    if shared != [n for n in e if n in a and n != "frontend"]:
+        problems.append(("order differs", shared))
+    for n in shared:
+        pa, pe = copy.deepcopy(a[n]), copy.deepcopy(e[n])
+        if n in DESCRIPTIONS:
+            pa["properties"].pop("description"), pe["properties"].pop("description")
+        if pa != pe:
+            problems.append(("differs", n))
+    # The rules of the frontend's group: the same rule, with the connector's name replaced by the tasks'.
+    for old, new in RENAMED.items():
+        text = yaml.safe_dump({k: v for k, v in a[old].items()})
+        for o, nn in RENAMED.items():
+            text = text.replace(f"${{{o}.", f"${{{nn}.")
+        renamed, theirs = yaml.safe_load(text), copy.deepcopy(e[new])
+        for r in (renamed, theirs):
+            r["properties"].pop("description", None)
+        if renamed != theirs:
+            problems.append(("rule differs beyond its name", old, new))
+    if apprunner_program["variables"] != express_program["variables"]:
+        problems.append(("variables differ (push script, zones)",))
+    return problems
+
+
+def test_shared_part_is_the_same_in_both_programs(apprunner_program, express_program):
+    assert shared_part_differences(apprunner_program, express_program) == []
+    # and the shared settings mean the same in both (only the archive paths, one folder deeper, and texts differ)
+    ca, ce = apprunner_program["config"], express_program["config"]
+    for key in set(ca) & set(ce):
+        da, de = dict(ca[key]), dict(ce[key])
+        da.pop("description"), de.pop("description")
+        if key.endswith("Archive"):
+            assert de["default"] == "../" + da["default"], key
+        else:
+            assert da == de, key
+    assert {k for k in ca if k not in ce} == {k for k in ca if k.startswith("appRunner")}
+
+
+def test_push_commands_are_the_same_in_both_programs(apprunner_program, express_program):
+    """The same script and the same inputs: one push behaviour, tested for real once in test_push.py per program."""
+    for name in ("push-frontend", "push-private-service"):
+        assert apprunner_program["resources"][name] == express_program["resources"][name]
+    assert "skopeo --insecure-policy copy" in express_program["variables"]["push-script"]
+
+
+def check_shared_part(express_program):
+    apprunner_program = yaml.safe_load(PROGRAMS["apprunner"][0].read_text())
+    assert shared_part_differences(apprunner_program, express_program) == []
+
+
+def _express(prog):
+    return only(prog["resources"], "aws:ecs:ExpressGatewayService")[1]["properties"]
+
+
+def _swap_policy(prog, role_attachment, arn):
+    prog["resources"][role_attachment]["properties"]["policyArn"] = arn
+
+
+EXPRESS_MUTATIONS = [
+    ("infrastructure role without the Express Mode policy", check_express_roles,
+     lambda prog: _swap_policy(prog, "frontend-infrastructure-role-policy",
+                               "arn:aws:iam::aws:policy/service-role/AmazonECSInfrastructureRolePolicyForVolumes")),
+    ("infrastructure role trusting ecs-tasks", check_express_roles,
+     lambda prog: prog["resources"]["frontend-infrastructure-role"]["properties"]["assumeRolePolicy"]["fn::toJSON"][
+         "Statement"][0]["Principal"].update(Service="ecs-tasks.amazonaws.com")),
+    ("execution role doubling as infrastructure role", check_express_roles,
+     lambda prog: _express(prog).update(infrastructureRoleArn="${frontend-execution-role.arn}")),
+    ("extra admin policy on the execution role", check_express_roles,
+     lambda prog: prog["resources"].update({"extra": {"type": "aws:iam:RolePolicyAttachment", "properties": {
+         "role": "${frontend-execution-role.name}", "policyArn": "arn:aws:iam::aws:policy/AdministratorAccess"}}})),
+    ("task role reads every secret", check_express_task_role,
+     lambda prog: prog["resources"]["frontend-task-policy"]["properties"]["policy"]["fn::toJSON"]["Statement"][0]
+     .update(Resource="*")),
+    ("task role with a managed policy", check_express_task_role,
+     lambda prog: prog["resources"].update({"extra": {"type": "aws:iam:RolePolicyAttachment", "properties": {
+         "role": "${frontend-task-role.name}", "policyArn": "arn:aws:iam::aws:policy/SecretsManagerReadWrite"}}})),
+    ("health check on the default path", check_express_container,
+     lambda prog: _express(prog).pop("healthCheckPath")),
+    ("container port left at 80", check_express_container,
+     lambda prog: _express(prog)["primaryContainer"].pop("containerPort")),
+    ("frontend image by tag", check_express_container,
+     lambda prog: _express(prog)["primaryContainer"].update(
+         image="${frontend-repo.repositoryUrl}:nix-0123456789abcdef")),
+    ("fixed task count", check_express_scaling_is_config,
+     lambda prog: _express(prog)["scalingTargets"][0].update(maxTaskCount=20)),
+    ("frontend in the Spot cluster", check_express_runs_on_demand_in_its_own_cluster,
+     lambda prog: _express(prog).update(cluster="${cluster.name}")),
+    ("frontend on Spot in its cluster", check_express_runs_on_demand_in_its_own_cluster,
+     lambda prog: prog["resources"]["frontend-cluster-capacity-providers"]["properties"][
+         "defaultCapacityProviderStrategies"][0].update(capacityProvider="FARGATE_SPOT")),
+    ("no dependsOn on the infrastructure policy", check_express_waits_for_iam_image_database_and_private_service,
+     lambda prog: prog["resources"]["frontend"]["options"]["dependsOn"].remove(
+         "${frontend-infrastructure-role-policy}")),
+    ("APPRUNNERSERVICE left out", check_db_tls_is_verified, lambda prog: del_env(prog, "APPRUNNERSERVICE")),
+    ("shared database changed in one program only", check_shared_part,
+     lambda prog: prog["resources"]["db"]["properties"].update(backupRetentionPeriod=7)),
+    ("shared rule retargeted in one program only", check_shared_part,
+     lambda prog: prog["resources"]["frontend-to-db"]["properties"].update(fromPort=5433)),
+    ("push script changed in one program only", check_shared_part,
+     lambda prog: prog["variables"].update({"push-script": prog["variables"]["push-script"].replace("umask 077", "")})),
+]
+
+
+@pytest.mark.parametrize("name,check,mutate", EXPRESS_MUTATIONS, ids=[m[0] for m in EXPRESS_MUTATIONS])
+def test_express_check_bites(express_program, name, check, mutate):
+    check(express_program)  # holds for the real program...
+    mutated = copy.deepcopy(express_program)
+    mutate(mutated)
+    with pytest.raises(AssertionError):  # ...and fails for the mutated one
+        check(mutated)
+
+
+# Shared security-group invariants, mutated in either program: each must fail.
+def _open_frontend_to_the_world(prog):
+    sg = Frontend.of(prog).sg
+    prog["resources"]["world-in"] = {"type": "aws:vpc:SecurityGroupIngressRule", "properties": {
+        "securityGroupId": f"${{{sg}.id}}", "ipProtocol": "tcp", "fromPort": 8080, "toPort": 8080,
+        "cidrIpv4": "0.0.0.0/0"}}
+
+
+def _db_from_private_service(prog):
+    (name,) = [n for n, r in of_type(prog["resources"], "aws:vpc:SecurityGroupIngressRule").items()
+               if r["properties"]["fromPort"] == 5432]
+    prog["resources"][name]["properties"]["referencedSecurityGroupId"] = "${private-service-sg.id}"
+
+
+def check_security_groups(program):
+    resources = program["resources"]
+    rules = [(kind, n, ref(r["properties"]["securityGroupId"]).root, r["properties"])
+             for kind, t in (("ingress", "aws:vpc:SecurityGroupIngressRule"),
+                             ("egress", "aws:vpc:SecurityGroupEgressRule"))
+             for n, r in of_type(resources, t).items()]
+    test_nothing_is_open_to_the_internet(rules)
+    fe = Frontend.of(program)
+    for port, target in ((5432, "aws:rds:Cluster"), (8080, "aws:ecs:Service")):
+        test_private_ports_open_only_to_the_frontend(resources, rules, fe, port, target)
+    test_frontend_group_is_egress_only_and_its_egress_is_explicit(rules, fe)
+
+
+SG_MUTATIONS = [("frontend open to the world", _open_frontend_to_the_world),
+                ("database open to the private service", _db_from_private_service)]
+
+
+@pytest.mark.parametrize("name,mutate", SG_MUTATIONS, ids=[m[0] for m in SG_MUTATIONS])
+def test_security_group_checks_bite(program, name, mutate):
+    check_security_groups(program)
+    mutated = copy.deepcopy(program)
+    mutate(mutated)
+    with pytest.raises(AssertionError):
+        check_security_groups(mutated)

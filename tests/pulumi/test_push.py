@@ -1,4 +1,5 @@
-"""The image push, run for real: the push commands of pulumi/Pulumi.yaml and `nix run .#push-images`' script
+"""The image push, run for real: the push commands of pulumi/Pulumi.yaml and pulumi/ecs-express/Pulumi.yaml (each
+test that takes `program` runs once per program) and `nix run .#push-images`' script
 against a local registry that looks like ECR (see pushbox.py), on a host without a containers trust policy.
 
 Needs root and skopeo, docker-registry, htpasswd (tests/pulumi/setup.sh installs them); fails, never skips,
@@ -18,7 +19,7 @@ import time
 
 import pytest
 import yaml
-from pulumi_paths import PROGRAM, REPO, STACK
+from pulumi_paths import PROGRAMS, REPO, STACK
 from pushbox import CN_HOST, HOST, PushBox, make_archive, missing_prerequisites
 
 from yamlcheck import parse_interpolation
@@ -43,9 +44,16 @@ def box(tmp_path_factory):
     return b
 
 
-@pytest.fixture(scope="module")
-def program():
-    return yaml.safe_load(PROGRAM.read_text())
+@pytest.fixture(scope="module", params=list(PROGRAMS))
+def program(request):
+    return yaml.safe_load(PROGRAMS[request.param][0].read_text())
+
+
+def paths_of(program):
+    """(program file, sample stack file) of a parsed program, found by its project name."""
+    (found,) = [paths for paths in PROGRAMS.values() if yaml.safe_load(paths[0].read_text())["name"] == program["name"]]
+    assert found[1].name == STACK.name  # both sample stacks are `dev`, which render() stands in for
+    return found
 
 
 def render(template: str, program) -> str:
@@ -69,7 +77,7 @@ def pulumi_push(program, resource: str, archive: pathlib.Path) -> tuple[str, dic
     create = res["properties"]["create"]
     (ref,) = [p for p in parse_interpolation(create)[0] if isinstance(p, Ref)]
     script = program["variables"][ref.root]
-    region = yaml.safe_load(STACK.read_text())["config"]["aws:region"]
+    region = yaml.safe_load(paths_of(program)[1].read_text())["config"]["aws:region"]
     env = {}
     for key, value in res["properties"]["environment"].items():
         assert isinstance(value, str), (key, value)  # a secret or built-in here would need handling
@@ -78,6 +86,7 @@ def pulumi_push(program, resource: str, archive: pathlib.Path) -> tuple[str, dic
         r = parts[0]
         if r.root in program.get("config", {}) and r.root.endswith("Archive"):
             env[key] = str(archive)
+            env["__cwd"] = str(paths_of(program)[0].parent)  # not passed on: where pulumi-command runs
         elif r.root == "aws:region":
             env[key] = region
         elif program["resources"].get(r.root, {}).get("type") == "aws:ecr:Repository" and r.accessors == (
@@ -92,7 +101,9 @@ def pulumi_push(program, resource: str, archive: pathlib.Path) -> tuple[str, dic
 def run_pulumi_push(box, script, env):
     # pulumi-command 1.2.1 runs `/bin/sh -c <create>` with its own environment plus `environment`, in `dir` or,
     # as here without one, in its own working directory: the folder of Pulumi.yaml, where the CLI starts plugins.
-    return box.run(["/bin/sh", "-c", script], box.env(**env), cwd=PROGRAM.parent)
+    env = dict(env)
+    cwd = env.pop("__cwd")
+    return box.run(["/bin/sh", "-c", script], box.env(**env), cwd=cwd)
 
 
 def manifest_digest(box, reference) -> str:
