@@ -38,20 +38,8 @@ else
   db=$work/advisory-db
 fi
 
-passed=0
-failed=0
-check() {
-  local name=$1
-  shift
-  if "$@" >"$work/out" 2>&1; then
-    passed=$((passed + 1))
-    echo "ok    $name"
-  else
-    failed=$((failed + 1))
-    echo "FAIL  $name"
-    sed 's/^/      /' "$work/out"
-  fi
-}
+# shellcheck source=tests/checks.bash
+. "$root/tests/checks.bash"
 
 pinned_db() {
   if [ -d "$db/.git" ]; then
@@ -96,5 +84,4 @@ check pinned-db pinned_db
 check audit audit
 check audit-bites audit_bites
 
-echo "audit: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+summary audit

@@ -31,20 +31,8 @@ export NIX_CONFIG=$'experimental-features = nix-command flakes\nflake-registry =
 work=$(mktemp -d)
 trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT  # the fake store is read-only
 
-passed=0
-failed=0
-check() {
-  local name=$1
-  shift
-  if "$@" >"$work/out" 2>&1; then
-    passed=$((passed + 1))
-    echo "ok    $name"
-  else
-    failed=$((failed + 1))
-    echo "FAIL  $name"
-    sed 's/^/      /' "$work/out"
-  fi
-}
+# shellcheck source=tests/checks.bash
+. "$root/tests/checks.bash"
 
 for tool in nix nix-instantiate deadnix nixpkgs-fmt python3 jq tar timeout; do
   if ! command -v "$tool" >/dev/null; then
@@ -309,5 +297,4 @@ check images-contract-rejects-uncompressed rejects_uncompressed
 check images-contract-rejects-libc-and-shell rejects_libc_and_shell
 check nix-fmt-tree fmt_tree
 
-echo "nix: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+summary nix

@@ -107,13 +107,7 @@ impl TestSystem {
     /// and `frontend` configured as `local-stack` does, all healthy.
     pub fn spawn() -> Self {
         let postgres = Postgres::start().expect("start PostgreSQL");
-        let password = sentinel_password("db-pass");
-        postgres
-            .create_role(APP_USER, &password)
-            .expect("create the app role");
-        let database = postgres
-            .create_database_with_owner(APP_USER)
-            .expect("create the app database");
+        let (database, password) = app_database(&postgres);
         let metadata = EcsMetadata::start().expect("start the ECS metadata stand-in");
         let private_service = spawn_private_service(&metadata);
         let frontend = Service::spawn(
@@ -159,6 +153,19 @@ impl TestSystem {
         }
         assert_no_secret_in_logs(&[&self.frontend, &self.private_service], &[&self.password]);
     }
+}
+
+/// The frontend's database on `postgres`: a fresh database owned by [`APP_USER`], whose password
+/// is a sentinel (see [`sentinel_password`]). Returns the database name and the password.
+pub fn app_database(postgres: &Postgres) -> (String, String) {
+    let password = sentinel_password("db-pass");
+    postgres
+        .create_role(APP_USER, &password)
+        .expect("create the app role");
+    let database = postgres
+        .create_database_with_owner(APP_USER)
+        .expect("create the app database");
+    (database, password)
 }
 
 /// Environment for `frontend` against `postgres`, as `local-stack` sets it.

@@ -3,7 +3,7 @@
 //! gets no query: every database route answers 503, the log says why, nothing is written.
 
 use harness::{Postgres, Service, binary};
-use system_tests::{APP_USER, assert_no_secret_in_logs, frontend_env, get, sentinel_password};
+use system_tests::{app_database, assert_no_secret_in_logs, frontend_env, get};
 
 /// A TLS PostgreSQL (its certificate valid for `names`, issued by a throwaway CA) with the app's
 /// role and database.
@@ -16,13 +16,7 @@ struct TlsDatabase {
 impl TlsDatabase {
     fn start(names: &[&str]) -> Self {
         let postgres = Postgres::start_with_tls_for(names).expect("start PostgreSQL with TLS");
-        let password = sentinel_password("tls");
-        postgres
-            .create_role(APP_USER, &password)
-            .expect("create the app role");
-        let database = postgres
-            .create_database_with_owner(APP_USER)
-            .expect("create the app database");
+        let (database, password) = app_database(&postgres);
         Self {
             postgres,
             database,
