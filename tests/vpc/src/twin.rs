@@ -154,7 +154,7 @@ impl Twin {
         }
         mark(&mut twin, "tasks");
         twin.start_frontend()?;
-        mark(&mut twin, "frontend");
+        mark(&mut twin, "frontend (healthy, first database connection tried)");
         twin.start_time = started.elapsed();
         Ok(twin)
     }
@@ -870,6 +870,22 @@ impl Twin {
                 .filter(|answer| answer.status == 200)
                 .map(|_| ()))
         })?;
+        // Healthy is not ready: the frontend opens its first database connection in the
+        // background (secret through NAT, TLS, SCRAM, migrations). A visit racing that on a
+        // loaded machine can outlast the 2 s acquire timeout, so wait for its outcome, logged
+        // either way by `Database::warm_up` (crates/frontend/src/db/mod.rs); a mutated program
+        // makes it fail, which is what those tests then observe.
+        wait_for(
+            "the frontend's first database connection (or its failure)",
+            STARTUP_WAIT,
+            || {
+                frontend.check_running()?;
+                let logs = frontend.logs();
+                Ok((logs.contains("database reachable, schema up to date")
+                    || logs.contains("database not reachable yet"))
+                .then_some(()))
+            },
+        )?;
         self.frontend = Some(frontend);
         Ok(())
     }
