@@ -8,7 +8,7 @@ pub mod raw;
 pub mod stack;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use load::{Accounting, Load, LoadSpec, Outcome, Record, Report, Target};
 pub use stack::Stack;
@@ -34,4 +34,39 @@ pub const CONNECTIONS: usize = 256;
 pub fn one_at_a_time() -> MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());
     SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What ending every pooled session (a password rotation) may cost a steady load on `GET /`: at
+/// most one request per pool connection, each a 503 problem+json, and visits succeeding again a
+/// second after `ended_at`. Panics naming the first failures (and `context`, e.g. logs); returns
+/// how many requests failed.
+pub fn assert_rotation_cost(report: &Report, pool_size: usize, ended_at: Instant, context: &str) -> usize {
+    let failures: Vec<&Record> = report
+        .records
+        .iter()
+        .filter(|record| record.status() != Some(200))
+        .collect();
+    assert!(
+        failures.len() <= pool_size,
+        "{} requests failed across the rotation (at most one per pool connection, {pool_size}), e.g. {:?}\n{context}",
+        failures.len(),
+        &failures[..failures.len().min(5)],
+    );
+    assert!(
+        failures.iter().all(|record| matches!(
+            record.outcome,
+            Outcome::Response {
+                status: 503,
+                problem: true,
+                ..
+            }
+        )),
+        "a failure other than 503 problem+json: {failures:?}"
+    );
+    let later = report
+        .of(0)
+        .filter(|record| record.start > ended_at + Duration::from_secs(1) && record.status() == Some(200))
+        .count();
+    assert!(later > 0, "no visit succeeded after the rotation");
+    failures.len()
 }

@@ -401,7 +401,7 @@ fn without_the_connectors_https_egress_secrets_manager_is_unreachable_and_the_lo
 /// review runs: no failed request (also under CPU load).
 #[test]
 fn rotating_the_secret_through_nat_under_load_keeps_every_visit_accounted_for() {
-    use reliability_tests::{Load, LoadSpec, Outcome, Target};
+    use reliability_tests::{Load, LoadSpec, Target, assert_rotation_cost};
     const POOL_SIZE: usize = 4; // the frontend's default DB_POOL_SIZE
     let _serial = serial();
     let mut twin = start(program::load().unwrap());
@@ -428,34 +428,7 @@ fn rotating_the_secret_through_nat_under_load_keeps_every_visit_accounted_for() 
         "the frontend held no session to end: the rotation was not exercised"
     );
 
-    let failures: Vec<_> = report
-        .records
-        .iter()
-        .filter(|record| record.status() != Some(200))
-        .collect();
-    assert!(
-        failures.len() <= POOL_SIZE,
-        "{} requests failed across the rotation (at most one per pool connection), e.g. {:?}\n{}",
-        failures.len(),
-        &failures[..failures.len().min(5)],
-        twin.all_logs()
-    );
-    assert!(
-        failures.iter().all(|record| matches!(
-            record.outcome,
-            Outcome::Response {
-                status: 503,
-                problem: true,
-                ..
-            }
-        )),
-        "a failure other than 503 problem+json: {failures:?}"
-    );
-    let later = report
-        .of(0)
-        .filter(|record| record.start > rotated + Duration::from_secs(1) && record.status() == Some(200))
-        .count();
-    assert!(later > 0, "no visit succeeded after the rotation");
+    let failed = assert_rotation_cost(&report, POOL_SIZE, rotated, &twin.all_logs());
     let secret_reads = twin
         .frontend_logs()
         .lines()
@@ -471,7 +444,7 @@ fn rotating_the_secret_through_nat_under_load_keeps_every_visit_accounted_for() 
     assert!(accounting.is_exact(), "across the rotation: {accounting}");
     println!(
         "rotation through NAT: {} failed (limit {POOL_SIZE}), {} answers 200 = {} rows, secret read {secret_reads} times",
-        failures.len(),
+        failed,
         report.count_status(0, 200),
         accounting.rows
     );
