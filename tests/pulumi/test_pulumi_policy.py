@@ -615,13 +615,18 @@ def del_env(prog, key):
         del svc["sourceConfiguration"]["imageRepository"]["imageConfiguration"]["runtimeEnvironmentVariables"][key]
 
 
-@pytest.mark.parametrize("name,check,mutate", POLICY_MUTATIONS, ids=[m[0] for m in POLICY_MUTATIONS])
-def test_policy_check_bites(program, name, check, mutate):
-    check(program)  # holds for the real program...
+def assert_check_bites(program, check, mutate):
+    """`check` holds for the real program and fails for a copy that `mutate` broke."""
+    check(program)
     mutated = copy.deepcopy(program)
     mutate(mutated)
-    with pytest.raises(AssertionError):  # ...and fails for the mutated one
+    with pytest.raises(AssertionError):
         check(mutated)
+
+
+@pytest.mark.parametrize("name,check,mutate", POLICY_MUTATIONS, ids=[m[0] for m in POLICY_MUTATIONS])
+def test_policy_check_bites(program, name, check, mutate):
+    assert_check_bites(program, check, mutate)
 
 
 def test_no_mutable_tags_anywhere(program):
@@ -941,11 +946,7 @@ EXPRESS_MUTATIONS = [
 
 @pytest.mark.parametrize("name,check,mutate", EXPRESS_MUTATIONS, ids=[m[0] for m in EXPRESS_MUTATIONS])
 def test_express_check_bites(express_program, name, check, mutate):
-    check(express_program)  # holds for the real program...
-    mutated = copy.deepcopy(express_program)
-    mutate(mutated)
-    with pytest.raises(AssertionError):  # ...and fails for the mutated one
-        check(mutated)
+    assert_check_bites(express_program, check, mutate)
 
 
 # Shared security-group invariants, mutated in either program: each must fail.
@@ -981,8 +982,4 @@ SG_MUTATIONS = [("frontend open to the world", _open_frontend_to_the_world),
 
 @pytest.mark.parametrize("name,mutate", SG_MUTATIONS, ids=[m[0] for m in SG_MUTATIONS])
 def test_security_group_checks_bite(program, name, mutate):
-    check_security_groups(program)
-    mutated = copy.deepcopy(program)
-    mutate(mutated)
-    with pytest.raises(AssertionError):
-        check_security_groups(mutated)
+    assert_check_bites(program, check_security_groups, mutate)
