@@ -182,11 +182,28 @@ def test_everything_private_sits_in_private_subnets(resources):
     def private_subnets(v):
         return ref_to(v, "vpc", "privateSubnetIds")
 
-    assert private_subnets(Frontend.of({"resources": resources}).subnets)
     assert private_subnets(only(resources, "aws:rds:SubnetGroup")[1]["properties"]["subnetIds"])
     net = only(resources, "aws:ecs:Service")[1]["properties"]["networkConfiguration"]
     assert private_subnets(net["subnets"]) and net["assignPublicIp"] is False
     assert only(resources, "aws:rds:ClusterInstance")[1]["properties"]["publiclyAccessible"] is False
+
+
+def check_frontend_is_public(program):
+    """App Runner's connector sits in private subnets (its public endpoint is App Runner's, outside the VPC).
+    Express Mode's load balancer sits in the tasks' subnets and is internet-facing only if they are public
+    ("If you provide custom public subnets, Express Mode will provision an internet-facing ALB and turn on
+    assignPublicIP for your tasks. If you provide private subnets ... an internal ALB": ECS developer guide,
+    express-service-work.html); the tasks' group then admits nothing itself (see the security group tests)."""
+    frontend = Frontend.of(program)
+    expected = {"apprunner": "privateSubnetIds", "express": "publicSubnetIds"}[frontend.kind]
+    assert ref_to(frontend.subnets, "vpc", expected), frontend.subnets
+    if frontend.kind == "apprunner":
+        assert frontend.resource["properties"]["networkConfiguration"]["ingressConfiguration"][
+            "isPubliclyAccessible"] is True
+
+
+def test_the_frontend_is_public(program):
+    check_frontend_is_public(program)
 
 
 def test_no_inline_security_group_rules(resources):
@@ -924,6 +941,8 @@ EXPRESS_MUTATIONS = [
     ("frontend image by tag", check_express_container,
      lambda prog: _express(prog)["primaryContainer"].update(
          image="${frontend-repo.repositoryUrl}:nix-0123456789abcdef")),
+    ("frontend in private subnets (an internal load balancer)", check_frontend_is_public,
+     lambda prog: _express(prog)["networkConfigurations"][0].update(subnets="${vpc.privateSubnetIds}")),
     ("fixed task count", check_express_scaling_is_config,
      lambda prog: _express(prog)["scalingTargets"][0].update(maxTaskCount=20)),
     ("frontend in the Spot cluster", check_express_runs_on_demand_in_its_own_cluster,
