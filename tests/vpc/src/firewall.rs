@@ -1,6 +1,7 @@
 //! The topology's filtering and address translation as nftables rulesets, one per namespace:
-//! security groups on each host's VPC interface, the internet gateway in the VPC router, the
-//! NAT gateway's masquerade, and App Runner's public endpoint.
+//! security groups on each host's VPC interface, the internet gateway in the VPC router (1:1
+//! NAT of public IPv4 addresses), the NAT gateway's masquerade, App Runner's public endpoint,
+//! and the listener of Express Mode's load balancer.
 //!
 //! Each ruleset replaces the twin's own table atomically (`table …; delete table …; table … {}`
 //! in one `nft -f`), so it can be reapplied when a security group's members change.
@@ -10,7 +11,7 @@ use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
 use crate::reach::{METADATA_EXCEPTION, RESOLVER_EXCEPTION};
-use crate::topology::{Host, HostKind, METADATA_ADDRESSES, Peer, Protocol, Rule, Topology};
+use crate::topology::{Host, HostKind, LISTENER_PORT, METADATA_ADDRESSES, Peer, Protocol, Rule, Topology};
 
 /// The host's VPC interface (its ENI) inside its namespace.
 pub const ENI: &str = "eni0";
@@ -23,6 +24,7 @@ pub const IGW_IF: &str = "igw0";
 pub const SG_TABLE: &str = "avt_sg";
 pub const VPC_TABLE: &str = "avt_vpc";
 pub const NAT_TABLE: &str = "avt_nat";
+pub const LOAD_BALANCER_TABLE: &str = "avt_alb";
 
 /// Addresses of the running ENIs that carry each security group (what a group reference means).
 pub type Members = BTreeMap<String, Vec<Ipv4Addr>>;
@@ -164,9 +166,16 @@ enum Direction {
     Egress,
 }
 
-/// One direction of a host's security groups: `before` (what is not an ENI), then only the ENI
-/// is filtered: replies (stateful), AWS's `exceptions`, one accept per rule of every group the
-/// host carries (their rules add up), default drop.
+/// One direction of a host's security groups, as a regular chain (`ingress` or `egress`) that
+/// base chains jump to: `before` (what is not an ENI), then only the ENI is filtered: replies
+/// (stateful), AWS's `exceptions`, one accept per rule of every group the host carries (their
+/// rules add up), default drop.
+///
+/// Ingress is judged at prerouting, before any address translation in the namespace (the load
+/// balancer's listener rewrites the destination: its group must see the listener port the
+/// client asked for). Egress is judged on what the host sends itself (output) and on what it
+/// forwards (the listener's connections to its targets, after translation, as an ALB node
+/// opens them).
 fn write_chain(
     body: &mut String,
     topology: &Topology,
@@ -175,14 +184,24 @@ fn write_chain(
     before: &[String],
     exceptions: &[String],
 ) {
-    let (chain, hook, interface, peer) = match direction {
-        Direction::Ingress => ("ingress", "input", "iifname", "saddr"),
-        Direction::Egress => ("egress", "output", "oifname", "daddr"),
+    let (chain, hooks, interface, peer): (&str, &[(&str, &str)], &str, &str) = match direction {
+        Direction::Ingress => (
+            "ingress",
+            &[("ingress_hook", "prerouting priority mangle")],
+            "iifname",
+            "saddr",
+        ),
+        Direction::Egress => (
+            "egress",
+            &[
+                ("egress_hook", "output priority filter"),
+                ("forward_hook", "forward priority filter"),
+            ],
+            "oifname",
+            "daddr",
+        ),
     };
-    let _ = writeln!(
-        body,
-        "  chain {chain} {{\n    type filter hook {hook} priority filter; policy accept;"
-    );
+    let _ = writeln!(body, "  chain {chain} {{");
     let fixed = [
         format!(
             "{interface} != \"{ENI}\" accept {}",
@@ -219,11 +238,37 @@ fn write_chain(
         ))
     );
     let _ = writeln!(body, "  }}");
+    for (base, hook) in hooks {
+        let _ = writeln!(
+            body,
+            "  chain {base} {{\n    type filter hook {hook}; policy accept;\n    jump {chain}\n  }}"
+        );
+    }
 }
 
-/// The VPC router: the internet gateway admits only replies, and translates the NAT gateway's
-/// private address to its Elastic IP (the gateway's address on the internet side).
-pub fn vpc_router() -> String {
+/// The VPC router's internet gateway. It translates each public IPv4 address 1:1 to its VPC
+/// address both ways (as AWS's internet gateway does for an ENI's public IP), and the NAT
+/// gateways' addresses to their Elastic IP (the gateway's address on the internet side).
+/// From the internet only replies and traffic to a public address enter (the ENI's security
+/// groups then decide); to the internet only sources with a public address or a NAT gateway
+/// leave: anything else has no address the internet could answer.
+pub fn vpc_router(topology: &Topology) -> String {
+    let public: Vec<&Host> = topology
+        .hosts
+        .iter()
+        .filter(|host| host.public_ip.is_some())
+        .collect();
+    let nat: Vec<String> = topology
+        .hosts
+        .iter()
+        .filter(|host| host.kind == HostKind::Nat)
+        .map(|host| host.address.to_string())
+        .collect();
+    let may_leave: Vec<String> = public
+        .iter()
+        .map(|host| host.address.to_string())
+        .chain(nat.iter().cloned())
+        .collect();
     let mut body = String::new();
     let _ = writeln!(
         body,
@@ -231,13 +276,103 @@ pub fn vpc_router() -> String {
     );
     let _ = writeln!(
         body,
-        "    iifname \"{IGW_IF}\" ct state established,related accept {}",
+        "    ct state established,related accept {}",
         comment("internet gateway: replies")
     );
     let _ = writeln!(
         body,
+        "    iifname \"{IGW_IF}\" ct status dnat accept {}",
+        comment("internet gateway: to a public IPv4 address; the ENI's security groups decide")
+    );
+    let _ = writeln!(
+        body,
         "    iifname \"{IGW_IF}\" counter drop {}",
-        comment("internet gateway: no VPC address is public (the NAT gateway's EIP admits only replies)")
+        comment(
+            "internet gateway: no other VPC address is public (the NAT gateway's EIP admits only replies)"
+        )
+    );
+    let unaddressed = if may_leave.is_empty() {
+        format!("    oifname \"{IGW_IF}\" counter drop")
+    } else {
+        format!(
+            "    oifname \"{IGW_IF}\" ip saddr != {{ {} }} counter drop",
+            may_leave.join(", ")
+        )
+    };
+    let _ = writeln!(
+        body,
+        "{unaddressed} {}",
+        comment(
+            "internet gateway: a source without a public IPv4 address (and not a NAT gateway) goes nowhere"
+        )
+    );
+    let _ = writeln!(body, "  }}");
+    let _ = writeln!(
+        body,
+        "  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;"
+    );
+    for host in &public {
+        if let Some(public_ip) = host.public_ip {
+            let _ = writeln!(
+                body,
+                "    iifname \"{IGW_IF}\" ip daddr {public_ip} dnat to {} {}",
+                host.address,
+                comment(&format!("internet gateway: public IPv4 of {}", host.name))
+            );
+        }
+    }
+    let _ = writeln!(body, "  }}");
+    let _ = writeln!(
+        body,
+        "  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;"
+    );
+    for host in &public {
+        if let Some(public_ip) = host.public_ip {
+            let _ = writeln!(
+                body,
+                "    oifname \"{IGW_IF}\" ip saddr {} snat to {public_ip} {}",
+                host.address,
+                comment(&format!(
+                    "internet gateway: {} leaves as its public IPv4",
+                    host.name
+                ))
+            );
+        }
+    }
+    if !nat.is_empty() {
+        let _ = writeln!(
+            body,
+            "    oifname \"{IGW_IF}\" ip saddr {{ {} }} masquerade {}",
+            nat.join(", "),
+            comment("internet gateway: the NAT gateway's private address to its Elastic IP")
+        );
+    }
+    let _ = writeln!(body, "  }}");
+    replace_table("ip", VPC_TABLE, &body)
+}
+
+/// A node of Express Mode's Application Load Balancer: its listener takes TCP
+/// [`LISTENER_PORT`] and opens a connection to the frontend task's container port from the
+/// node's own VPC address (as an ALB node connects to its targets from its private IP). Only
+/// the connection is modelled: no TLS termination, no HTTP routing (plain HTTP passes through).
+/// Anything else sent to the node finds no listener and gets no answer.
+pub fn load_balancer(topology: &Topology, node: &Host) -> String {
+    let target = topology.frontend();
+    let mut body = String::new();
+    let _ = writeln!(
+        body,
+        "  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;"
+    );
+    let _ = writeln!(
+        body,
+        "    iifname \"{ENI}\" ip daddr {} tcp dport {LISTENER_PORT} dnat to {}:{} {}",
+        node.address,
+        target.address,
+        topology.service_port,
+        comment(&format!(
+            "listener {LISTENER_PORT} → target group: {} on the container port (no TLS, no HTTP routing)",
+            target.name
+        ))
     );
     let _ = writeln!(body, "  }}");
     let _ = writeln!(
@@ -246,11 +381,22 @@ pub fn vpc_router() -> String {
     );
     let _ = writeln!(
         body,
-        "    oifname \"{IGW_IF}\" masquerade {}",
-        comment("internet gateway: the NAT gateway's private address to its Elastic IP")
+        "    oifname \"{ENI}\" ct status dnat snat to {} {}",
+        node.address,
+        comment("the node connects to its targets from its own VPC address")
     );
     let _ = writeln!(body, "  }}");
-    replace_table("ip", VPC_TABLE, &body)
+    let _ = writeln!(
+        body,
+        "  chain input {{\n    type filter hook input priority filter; policy accept;"
+    );
+    let _ = writeln!(
+        body,
+        "    iifname \"{ENI}\" ct state new counter drop {}",
+        comment("no listener on this port: no answer")
+    );
+    let _ = writeln!(body, "  }}");
+    replace_table("ip", LOAD_BALANCER_TABLE, &body)
 }
 
 /// A NAT gateway: traffic from the VPC to anywhere else leaves with the gateway's address.

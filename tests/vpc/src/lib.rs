@@ -1,10 +1,11 @@
-//! The VPC of `pulumi/Pulumi.yaml` on one machine (issue 11).
+//! The VPC of a Pulumi program on one machine (issue 11): `pulumi/Pulumi.yaml` (App Runner)
+//! or `pulumi/ecs-express/Pulumi.yaml` (ECS Express Mode), chosen by `PULUMI_PROGRAM`.
 //!
 //! One [`Topology`] value is read from the Pulumi program ([`program`]); [`reach`] says which
 //! paths it opens and which rule decides each; [`firewall`] compiles it to nftables; [`twin`]
 //! turns it into network namespaces, bridges, routes, a NAT host, dnsmasq as the VPC resolver,
-//! and runs the real system in it. Tests name nodes (`internet`, `apprunner`, `aurora`,
-//! `task-1`, ...), never addresses.
+//! and runs the real system in it. Tests name nodes (`internet`, the frontend's host from
+//! [`Topology::frontend`], `aurora`, `task-1`, ...), never addresses.
 //!
 //! Everything the twin creates carries the prefix [`PREFIX`] (namespaces `avt-*`, nft tables
 //! `avt_*` inside them, `/etc/netns/avt-*`, `$TMPDIR/avt-twin-*`), and only such things are ever

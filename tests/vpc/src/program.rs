@@ -1,6 +1,9 @@
 //! Reads the Pulumi YAML program into a [`Topology`]: security groups and their rules, which
 //! host carries which group, the VPC's subnets as awsx lays them out, NAT, Cloud Map, the
-//! database and the environment App Runner gives the frontend.
+//! database, and the frontend with its environment: an App Runner service behind its VPC
+//! connector (`pulumi/Pulumi.yaml`), or an ECS Express Mode service (`pulumi/ecs-express/`)
+//! with what Express Mode creates without the program declaring it (its load balancer and two
+//! security groups, see [`crate::topology::EXPRESS_SOURCE`]).
 //!
 //! Only what the twin needs is read; anything it cannot model faithfully is an error naming
 //! the resource, never silently ignored.
@@ -14,8 +17,9 @@ use ipnet::Ipv4Net;
 use serde_norway::Value;
 
 use crate::topology::{
-    CloudMap, Database, EgressType, Env, Host, HostKind, NatStrategy, Peer, Protocol, Rule, SecurityGroup,
-    Subnet, SubnetKind, Topology, Vpc,
+    CloudMap, Database, EXPRESS_LB_SG, EXPRESS_SERVICE_SG, EXPRESS_SOURCE, EgressType, Env, Host, HostKind,
+    LISTENER_PORT, NatStrategy, Peer, Platform, Protocol, Rule, Scheme, SecurityGroup, Subnet, SubnetKind,
+    Topology, Vpc, public_ipv4_for,
 };
 
 /// The name the twin's Aurora cluster endpoint has (a cluster-endpoint-style name).
@@ -23,11 +27,21 @@ pub const DB_ENDPOINT: &str = "demo.cluster-abc.us-east-1.rds.amazonaws.com";
 /// The region of the twin (the Secrets Manager endpoint name follows from it).
 pub const REGION: &str = "us-east-1";
 
-/// `$PULUMI_PROGRAM` when set, else `pulumi/Pulumi.yaml` of the workspace.
+/// The App Runner program, relative to the workspace (the default).
+pub const APP_RUNNER_PROGRAM: &str = "pulumi/Pulumi.yaml";
+/// The ECS Express Mode program, relative to the workspace.
+pub const EXPRESS_PROGRAM: &str = "pulumi/ecs-express/Pulumi.yaml";
+
+/// `$PULUMI_PROGRAM` when set, else [`APP_RUNNER_PROGRAM`] of the workspace.
 pub fn program_path() -> PathBuf {
     std::env::var_os("PULUMI_PROGRAM")
         .map(PathBuf::from)
-        .unwrap_or_else(|| harness::workspace_root().join("pulumi/Pulumi.yaml"))
+        .unwrap_or_else(|| workspace_program(APP_RUNNER_PROGRAM))
+}
+
+/// A program of the workspace by its relative path ([`APP_RUNNER_PROGRAM`], [`EXPRESS_PROGRAM`]).
+pub fn workspace_program(relative: &str) -> PathBuf {
+    harness::workspace_root().join(relative)
 }
 
 /// The topology of the program at [`program_path`].
@@ -204,14 +218,14 @@ impl<'a> Program<'a> {
         }
     }
 
-    /// The security groups named by a list of `${group.id}`.
-    fn group_list(&self, owner: &str, resource: &'a Value, path: &[&str]) -> Result<Vec<String>> {
-        let Some(list) = self.property(resource, path) else {
+    /// The security groups named by a list of `${group.id}` (`what` names the list in errors).
+    fn group_list(&self, owner: &str, what: &str, list: Option<&'a Value>) -> Result<Vec<String>> {
+        let Some(list) = list else {
             return Ok(Vec::new());
         };
         let items = list
             .as_sequence()
-            .ok_or_else(|| anyhow!("{owner}: {} is not a list", path.join(".")))?;
+            .ok_or_else(|| anyhow!("{owner}: {what} is not a list"))?;
         items
             .iter()
             .map(|item| {
@@ -223,14 +237,13 @@ impl<'a> Program<'a> {
     fn topology(&self) -> Result<Topology> {
         let vpc = self.vpc()?;
         let nat = self.nat()?;
-        let groups = self.security_groups()?;
-        let (connector_groups, connector_subnets) = self.connector()?;
-        let (egress, service_port, env) = self.app_runner()?;
+        let mut groups = self.security_groups()?;
+        let frontend = self.frontend()?;
         let (db_groups, database) = self.database()?;
         let (task_groups, task_subnets, desired_count) = self.ecs_service()?;
         let cloud_map = self.cloud_map()?;
         for (owner, list) in [
-            ("the App Runner VPC connector", &connector_groups),
+            (frontend.owner, &frontend.groups),
             ("the database cluster", &db_groups),
             ("the ECS service", &task_groups),
         ] {
@@ -238,6 +251,17 @@ impl<'a> Program<'a> {
                 if !groups.contains_key(group) {
                     bail!("{owner} names security group {group}, which the program does not declare");
                 }
+            }
+        }
+        if let Platform::Express { .. } = frontend.platform {
+            for group in express_groups(frontend.port) {
+                if groups.contains_key(&group.name) {
+                    bail!(
+                        "the program declares a security group named {}, the name the twin gives the group Express Mode makes itself",
+                        group.name
+                    );
+                }
+                groups.insert(group.name.clone(), group);
             }
         }
         for group in groups.values() {
@@ -267,6 +291,7 @@ impl<'a> Program<'a> {
             kind: HostKind::Internet,
             subnet: None,
             address: crate::topology::INTERNET_HOST,
+            public_ip: None,
             groups: Vec::new(),
         }];
         let resolver_subnet = vpc
@@ -279,6 +304,7 @@ impl<'a> Program<'a> {
             kind: HostKind::Resolver,
             subnet: Some(resolver_subnet.name.clone()),
             address: vpc.resolver(),
+            public_ip: None,
             groups: Vec::new(),
         });
         let nat_azs: Vec<usize> = match nat {
@@ -293,23 +319,56 @@ impl<'a> Program<'a> {
                 kind: HostKind::Nat,
                 subnet: Some(public.name.clone()),
                 address: at(public, 10),
+                public_ip: None,
                 groups: Vec::new(),
             });
         }
-        let connector_subnet = subnet(connector_subnets, 1)?;
-        hosts.push(Host {
-            name: "apprunner".into(),
-            kind: HostKind::AppRunner,
-            subnet: Some(connector_subnet.name.clone()),
-            address: at(connector_subnet, 10),
-            groups: connector_groups,
-        });
+        // The frontend's ENI in the first of its subnets (standing for App Runner's Hyperplane
+        // ENIs, or for the Express tasks), and for Express one load balancer node in the same
+        // subnet (standing for its nodes, one per AZ).
+        let frontend_subnet = subnet(frontend.subnets, 1)?;
+        match frontend.platform {
+            Platform::AppRunner { .. } => hosts.push(Host {
+                name: "apprunner".into(),
+                kind: HostKind::AppRunner,
+                subnet: Some(frontend_subnet.name.clone()),
+                address: at(frontend_subnet, 10),
+                public_ip: None,
+                groups: frontend.groups.clone(),
+            }),
+            Platform::Express { load_balancer } => {
+                // Public subnets: the task gets a public IP (assignPublicIp) and the load
+                // balancer is internet-facing; private ones: neither has a public address.
+                let public = load_balancer == Scheme::InternetFacing;
+                let task = at(frontend_subnet, 40);
+                let mut task_groups = frontend.groups.clone();
+                task_groups.push(EXPRESS_SERVICE_SG.to_owned());
+                hosts.push(Host {
+                    name: "frontend".into(),
+                    kind: HostKind::ExpressTask,
+                    subnet: Some(frontend_subnet.name.clone()),
+                    address: task,
+                    public_ip: public.then(|| public_ipv4_for(task)),
+                    groups: task_groups,
+                });
+                let node = at(frontend_subnet, 50);
+                hosts.push(Host {
+                    name: "alb".into(),
+                    kind: HostKind::LoadBalancer,
+                    subnet: Some(frontend_subnet.name.clone()),
+                    address: node,
+                    public_ip: public.then(|| public_ipv4_for(node)),
+                    groups: vec![EXPRESS_LB_SG.to_owned()],
+                });
+            }
+        }
         let db_subnet = subnet(SubnetKind::Private, 1)?;
         hosts.push(Host {
             name: "aurora".into(),
             kind: HostKind::Aurora,
             subnet: Some(db_subnet.name.clone()),
             address: at(db_subnet, 20),
+            public_ip: None,
             groups: db_groups,
         });
         // Tasks alternate between the service's subnets (one per AZ), as ECS spreads them;
@@ -322,6 +381,7 @@ impl<'a> Program<'a> {
                 kind: HostKind::Task(number),
                 subnet: Some(task_subnet.name.clone()),
                 address: at(task_subnet, 29 + u32::try_from(number)?),
+                public_ip: None,
                 groups: task_groups.clone(),
             });
         }
@@ -330,12 +390,12 @@ impl<'a> Program<'a> {
             groups,
             hosts,
             nat,
-            egress,
-            service_port,
+            platform: frontend.platform,
+            service_port: frontend.port,
             desired_tasks: desired_count,
             cloud_map,
             database,
-            env,
+            env: frontend.env,
         })
     }
 
@@ -419,6 +479,7 @@ impl<'a> Program<'a> {
                 SecurityGroup {
                     name: name.to_owned(),
                     description: self.string(group, &["description"]).unwrap_or_default(),
+                    made_by: None,
                     ingress: Vec::new(),
                     egress: Vec::new(),
                 },
@@ -494,14 +555,32 @@ impl<'a> Program<'a> {
         Ok(groups)
     }
 
-    fn connector(&self) -> Result<(Vec<String>, SubnetKind)> {
-        let (name, connector) = self.one_of_type("aws:apprunner:VpcConnector")?;
-        let groups = self.group_list(name, connector, &["securityGroups"])?;
-        let subnets = subnet_kind(self.property(connector, &["subnets"]));
-        Ok((groups, subnets))
+    /// The frontend: an App Runner service with its VPC connector, or an ECS Express Mode
+    /// service (exactly one of the two).
+    fn frontend(&self) -> Result<FrontendSpec> {
+        let app_runner = self.of_type("aws:apprunner:Service").next().is_some();
+        let express = self.of_type("aws:ecs:ExpressGatewayService").next().is_some();
+        match (app_runner, express) {
+            (true, false) => self.app_runner(),
+            (false, true) => self.express(),
+            (true, true) => bail!(
+                "the program declares an aws:apprunner:Service and an aws:ecs:ExpressGatewayService; the twin models one frontend"
+            ),
+            (false, false) => bail!(
+                "the program declares no frontend: the twin needs an aws:apprunner:Service (with an \
+                 aws:apprunner:VpcConnector) or an aws:ecs:ExpressGatewayService"
+            ),
+        }
     }
 
-    fn app_runner(&self) -> Result<(EgressType, u16, BTreeMap<String, Env>)> {
+    fn app_runner(&self) -> Result<FrontendSpec> {
+        let (connector_name, connector) = self.one_of_type("aws:apprunner:VpcConnector")?;
+        let groups = self.group_list(
+            connector_name,
+            "securityGroups",
+            self.property(connector, &["securityGroups"]),
+        )?;
+        let subnets = subnet_kind(self.property(connector, &["subnets"]));
         let (name, service) = self.one_of_type("aws:apprunner:Service")?;
         let egress = match self
             .string(
@@ -549,10 +628,86 @@ impl<'a> Program<'a> {
                 env.insert(key.to_owned(), self.env_value(name, key, self.resolve(value))?);
             }
         }
-        Ok((egress, port, env))
+        Ok(FrontendSpec {
+            platform: Platform::AppRunner { egress },
+            owner: "the App Runner VPC connector",
+            subnets,
+            groups,
+            port,
+            env,
+        })
     }
 
-    /// An App Runner environment value: literal, config, or a reference the twin can answer.
+    /// An `aws:ecs:ExpressGatewayService`: its one network configuration (subnets, security
+    /// groups), the container port and environment. What Express Mode adds itself (the load
+    /// balancer, its group, the service group) follows from these ([`express_groups`]).
+    fn express(&self) -> Result<FrontendSpec> {
+        let (name, service) = self.one_of_type("aws:ecs:ExpressGatewayService")?;
+        let networks = self
+            .property(service, &["networkConfigurations"])
+            .and_then(Value::as_sequence)
+            .ok_or_else(|| {
+                anyhow!(
+                    "{name}: no networkConfigurations; Express Mode would then use the default VPC, which the twin does not model"
+                )
+            })?;
+        let [network] = networks.as_slice() else {
+            bail!(
+                "{name}: {} networkConfigurations; the twin models exactly one",
+                networks.len()
+            );
+        };
+        let subnets = network
+            .get("subnets")
+            .map(|value| self.resolve(value))
+            .ok_or_else(|| {
+                anyhow!(
+                    "{name}: networkConfigurations[0] has no subnets (the default VPC's are not modelled)"
+                )
+            })?;
+        let subnets = subnet_kind(Some(subnets));
+        let groups = self.group_list(
+            name,
+            "networkConfigurations[0].securityGroups",
+            network.get("securityGroups").map(|value| self.resolve(value)),
+        )?;
+        // Express Mode's default container port is 80.
+        let port = self
+            .string(service, &["primaryContainer", "containerPort"])
+            .unwrap_or_else(|| "80".into())
+            .parse()
+            .with_context(|| format!("{name}: primaryContainer.containerPort"))?;
+        let mut env = BTreeMap::new();
+        if let Some(vars) = self.property(service, &["primaryContainer", "environments"]) {
+            let vars = vars
+                .as_sequence()
+                .ok_or_else(|| anyhow!("{name}: primaryContainer.environments is not a list"))?;
+            for var in vars {
+                let key = var
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| anyhow!("{name}: an environment entry has no name"))?;
+                let value = var
+                    .get("value")
+                    .ok_or_else(|| anyhow!("{name}: environment {key} has no value"))?;
+                env.insert(key.to_owned(), self.env_value(name, key, self.resolve(value))?);
+            }
+        }
+        let load_balancer = match subnets {
+            SubnetKind::Public => Scheme::InternetFacing,
+            _ => Scheme::Internal,
+        };
+        Ok(FrontendSpec {
+            platform: Platform::Express { load_balancer },
+            owner: "the Express service",
+            subnets,
+            groups,
+            port,
+            env,
+        })
+    }
+
+    /// A frontend environment value: literal, config, or a reference the twin can answer.
     fn env_value(&self, owner: &str, key: &str, value: &Value) -> Result<Env> {
         let text = match value {
             Value::String(text) => text.clone(),
@@ -612,7 +767,11 @@ impl<'a> Program<'a> {
 
     fn database(&self) -> Result<(Vec<String>, Database)> {
         let (name, cluster) = self.one_of_type("aws:rds:Cluster")?;
-        let groups = self.group_list(name, cluster, &["vpcSecurityGroupIds"])?;
+        let groups = self.group_list(
+            name,
+            "vpcSecurityGroupIds",
+            self.property(cluster, &["vpcSecurityGroupIds"]),
+        )?;
         let database = Database {
             endpoint: DB_ENDPOINT.to_owned(),
             port: u16::try_from(self.integer(cluster, &["port"]).unwrap_or(5432))?,
@@ -628,7 +787,11 @@ impl<'a> Program<'a> {
 
     fn ecs_service(&self) -> Result<(Vec<String>, SubnetKind, usize)> {
         let (name, service) = self.one_of_type("aws:ecs:Service")?;
-        let groups = self.group_list(name, service, &["networkConfiguration", "securityGroups"])?;
+        let groups = self.group_list(
+            name,
+            "networkConfiguration.securityGroups",
+            self.property(service, &["networkConfiguration", "securityGroups"]),
+        )?;
         if self
             .property(service, &["networkConfiguration", "assignPublicIp"])
             .and_then(Value::as_bool)
@@ -665,6 +828,79 @@ impl<'a> Program<'a> {
             ttl: u32::try_from(ttl)?,
         })
     }
+}
+
+/// What the program says about the frontend, on either platform.
+struct FrontendSpec {
+    platform: Platform,
+    /// Who names `groups` (for errors).
+    owner: &'static str,
+    /// The subnets of its ENIs: the connector's for App Runner, the service's for Express.
+    subnets: SubnetKind,
+    /// The security groups the program puts on those ENIs.
+    groups: Vec<String>,
+    port: u16,
+    env: BTreeMap<String, Env>,
+}
+
+/// The two security groups ECS Express Mode makes for a service, which the program does not
+/// declare ([`EXPRESS_SOURCE`]): the load balancer's admits HTTPS from clients and may reach the
+/// service group on the container port; the service group admits the load balancer on the
+/// container port and allows all outbound traffic. The guide spells these out for a service
+/// given no group; that the service group also sits on the tasks beside a group the program
+/// gives is inferred, as the program's comment on `frontend-sg` says (Express Mode's managed
+/// policy may change rules only on groups tagged AmazonECSManaged, so it cannot open the
+/// program's group to its load balancer, yet the load balancer reaches the tasks).
+fn express_groups(port: u16) -> [SecurityGroup; 2] {
+    let made_by = Some("ECS Express Mode");
+    let rule = |name: &str, description: &str, protocol, ports, peer| Rule {
+        name: name.to_owned(),
+        description: format!("{description} (implicit: {EXPRESS_SOURCE})"),
+        protocol,
+        ports,
+        peer,
+    };
+    let anywhere = Peer::Cidr(Ipv4Net::default());
+    [
+        SecurityGroup {
+            name: EXPRESS_LB_SG.to_owned(),
+            description: "Express Mode's load balancer".to_owned(),
+            made_by,
+            ingress: vec![rule(
+                "express-lb-https-in",
+                "HTTPS from clients to the listener",
+                Protocol::Tcp,
+                Some((LISTENER_PORT, LISTENER_PORT)),
+                anywhere.clone(),
+            )],
+            egress: vec![rule(
+                "express-lb-to-service",
+                "the listener's targets on the container port",
+                Protocol::Tcp,
+                Some((port, port)),
+                Peer::Group(EXPRESS_SERVICE_SG.to_owned()),
+            )],
+        },
+        SecurityGroup {
+            name: EXPRESS_SERVICE_SG.to_owned(),
+            description: "Express Mode's service group on the tasks".to_owned(),
+            made_by,
+            ingress: vec![rule(
+                "express-service-from-lb",
+                "the load balancer on the container port",
+                Protocol::Tcp,
+                Some((port, port)),
+                Peer::Group(EXPRESS_LB_SG.to_owned()),
+            )],
+            egress: vec![rule(
+                "express-service-all-out",
+                "all outbound traffic",
+                Protocol::All,
+                None,
+                anywhere,
+            )],
+        },
+    ]
 }
 
 /// `${group.id}` → `group`.

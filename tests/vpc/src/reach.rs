@@ -5,7 +5,9 @@
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
-use crate::topology::{EgressType, Host, HostKind, Peer, Rule, SubnetKind, Topology};
+use crate::topology::{
+    EgressType, Host, HostKind, LISTENER_PORT, Peer, Platform, Rule, SubnetKind, Topology,
+};
 
 /// The AWS exception for the VPC resolver, named once (also used by the nftables compiler).
 pub const RESOLVER_EXCEPTION: &str =
@@ -30,27 +32,34 @@ pub struct Path {
     pub because: String,
 }
 
-/// The paths the matrix test checks: every pair the issue names, and the ones that must stay shut.
+/// The paths the matrix test checks: every pair the issue names, and the ones that must stay
+/// shut. The frontend is `apprunner` or `frontend` (Express); Express adds its load balancer:
+/// the internet to the listener, and the listener's own path to the task.
 pub fn standard_probes(topology: &Topology) -> Vec<(String, String, u16)> {
     let service = topology.service_port;
     let db = topology.database.port;
-    let mut probes = vec![
-        ("internet", "apprunner", service),
+    let front = topology.frontend().name.as_str();
+    let mut probes = Vec::new();
+    if let Some(alb) = topology.load_balancer() {
+        probes.push(("internet", alb.name.as_str(), LISTENER_PORT));
+        probes.push((alb.name.as_str(), front, service));
+    }
+    probes.extend([
+        ("internet", front, service),
         ("internet", "aurora", db),
         ("internet", "task-1", 8080),
-        ("apprunner", "aurora", db),
-        ("apprunner", "task-1", 8080),
-        ("apprunner", "internet", 443),
-        ("apprunner", "internet", 80),
-        ("apprunner", "resolver", 53),
+        (front, "aurora", db),
+        (front, "task-1", 8080),
+        (front, "internet", 443),
+        (front, "internet", 80),
+        (front, "resolver", 53),
         ("task-1", "aurora", db),
-        ("task-1", "apprunner", service),
+        ("task-1", front, service),
         ("task-1", "internet", 443),
         ("task-1", "resolver", 53),
         ("aurora", "internet", 443),
         ("aurora", "task-1", 8080),
-    ];
-    probes.dedup();
+    ]);
     probes
         .into_iter()
         .map(|(from, to, port)| (from.to_owned(), to.to_owned(), port))
@@ -75,7 +84,7 @@ pub fn analyze(topology: &Topology, from: &str, to: &str, port: u16) -> Path {
 }
 
 fn decide(topology: &Topology, source: &Host, target: &Host, port: u16) -> Result<String, String> {
-    use HostKind::{AppRunner, Internet, Resolver};
+    use HostKind::{AppRunner, Internet, LoadBalancer, Resolver};
     match (source.kind, target.kind) {
         (Internet, AppRunner) => {
             if port == topology.service_port {
@@ -89,14 +98,51 @@ fn decide(topology: &Topology, source: &Host, target: &Host, port: u16) -> Resul
                 ))
             }
         }
-        (Internet, _) => Err(format!(
-            "internet gateway: {} has no public IPv4 address (private subnet, no public IP); only replies enter the VPC",
-            target.name
-        )),
-        (AppRunner, _) if topology.egress == EgressType::Default => match target.kind {
-            Internet => Ok("egressType DEFAULT: App Runner's own internet access".into()),
-            _ => Err("egressType DEFAULT: the service has no path into the VPC".into()),
-        },
+        (Internet, _) => {
+            let Some(public_ip) = target.public_ip else {
+                return Err(format!(
+                    "internet gateway: {} has no public IPv4 address ({}); only replies enter the VPC",
+                    target.name,
+                    match target.kind {
+                        LoadBalancer => "an internal load balancer: the service's subnets are private",
+                        _ => "no public IP",
+                    }
+                ));
+            };
+            let gateway = format!("internet gateway: {public_ip} ↔ {} (1:1 NAT)", target.address);
+            let ingress = ingress_rule(topology, source, target, port).map_err(|why| {
+                format!(
+                    "{gateway}; {why}: {} has a public IPv4 address, but nothing admits the internet",
+                    target.name
+                )
+            })?;
+            if target.kind != LoadBalancer {
+                return Ok(format!("{gateway}; {ingress}"));
+            }
+            if port != LISTENER_PORT {
+                return Err(format!(
+                    "{gateway}; {ingress}; but Express Mode's load balancer listens on {LISTENER_PORT} only"
+                ));
+            }
+            let task = topology.frontend();
+            let listener = decide(topology, target, task, topology.service_port)
+                .map_err(|why| format!("{gateway}; {ingress}; listener → {}: {why}", task.name))?;
+            Ok(format!(
+                "{gateway}; {ingress}; listener {LISTENER_PORT} → {}:{} from {}'s VPC address: {listener}",
+                task.name, topology.service_port, target.name
+            ))
+        }
+        (AppRunner, _)
+            if topology.platform
+                == (Platform::AppRunner {
+                    egress: EgressType::Default,
+                }) =>
+        {
+            match target.kind {
+                Internet => Ok("egressType DEFAULT: App Runner's own internet access".into()),
+                _ => Err("egressType DEFAULT: the service has no path into the VPC".into()),
+            }
+        }
         (_, Internet) => {
             let egress = egress_rule(topology, source, target, port)?;
             let subnet = source
@@ -104,8 +150,20 @@ fn decide(topology: &Topology, source: &Host, target: &Host, port: u16) -> Resul
                 .as_deref()
                 .map(|name| topology.subnet(name))
                 .ok_or_else(|| format!("{} has no subnet", source.name))?;
-            let route = match subnet.kind {
-                SubnetKind::Public => "public subnet: 0.0.0.0/0 → internet gateway".to_owned(),
+            let route = match (subnet.kind, source.public_ip) {
+                (SubnetKind::Public, Some(public_ip)) => format!(
+                    "public subnet {}: 0.0.0.0/0 → internet gateway, leaving as its public IPv4 {public_ip}",
+                    subnet.name
+                ),
+                (SubnetKind::Public, None) if source.kind == HostKind::Nat => {
+                    format!("public subnet {}: 0.0.0.0/0 → internet gateway", subnet.name)
+                }
+                (SubnetKind::Public, None) => {
+                    return Err(format!(
+                        "public subnet {}: 0.0.0.0/0 → internet gateway, but {} has no public IPv4 address to leave with",
+                        subnet.name, source.name
+                    ));
+                }
                 _ => match topology.nat_for(subnet) {
                     Some(nat) => format!(
                         "route table of {}: 0.0.0.0/0 → {} (natGateways {:?}) → internet gateway",
@@ -146,8 +204,9 @@ fn egress_rule(topology: &Topology, source: &Host, target: &Host, port: u16) -> 
         for rule in &topology.groups[group].egress {
             if rule.allows_tcp_port(port) && peer_matches(rule, target.address, target) {
                 return Ok(format!(
-                    "egress {} ({group}: {} to {})",
+                    "egress {} ({}: {} to {})",
                     rule.name,
+                    group_label(topology, group),
                     rule.what(),
                     peer_label(rule)
                 ));
@@ -169,8 +228,9 @@ fn ingress_rule(topology: &Topology, source: &Host, target: &Host, port: u16) ->
         for rule in &topology.groups[group].ingress {
             if rule.allows_tcp_port(port) && peer_matches(rule, source.address, source) {
                 return Ok(format!(
-                    "ingress {} ({group}: {} from {})",
+                    "ingress {} ({}: {} from {})",
                     rule.name,
+                    group_label(topology, group),
                     rule.what(),
                     peer_label(rule)
                 ));
@@ -182,6 +242,15 @@ fn ingress_rule(topology: &Topology, source: &Host, target: &Host, port: u16) ->
         target.groups.join(", "),
         source.name
     ))
+}
+
+/// A group's name, marked when AWS made it rather than the program (so a reader does not look
+/// for it in the program).
+fn group_label(topology: &Topology, group: &str) -> String {
+    match topology.groups[group].made_by {
+        Some(maker) => format!("{group}, implicit, made by {maker}"),
+        None => group.to_owned(),
+    }
 }
 
 fn peer_label(rule: &Rule) -> String {

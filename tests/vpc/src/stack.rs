@@ -33,15 +33,36 @@ pub fn describe(topology: &Topology) -> String {
                 crate::topology::APP_RUNNER_ENDPOINT,
                 topology.service_port
             ),
+            HostKind::LoadBalancer => format!(
+                "{}{}; listener {} → {}:{}",
+                host.address,
+                host.public_ip
+                    .map(|ip| format!(", public {ip}"))
+                    .unwrap_or_else(|| " (internal: no public address)".to_owned()),
+                crate::topology::LISTENER_PORT,
+                topology.frontend().name,
+                topology.service_port
+            ),
             HostKind::Task(number) if number > topology.desired_tasks => {
                 format!("{} (started when a task is replaced)", host.address)
             }
-            _ => host.address.to_string(),
+            _ => match host.public_ip {
+                Some(ip) => format!("{}, public {ip}", host.address),
+                None => host.address.to_string(),
+            },
         };
         let groups = if host.groups.is_empty() {
             "—".to_owned()
         } else {
-            host.groups.join(", ")
+            let named: Vec<String> = host
+                .groups
+                .iter()
+                .map(|group| match topology.groups[group].made_by {
+                    Some(maker) => format!("{group} (implicit, {maker})"),
+                    None => group.clone(),
+                })
+                .collect();
+            named.join(", ")
         };
         let _ = writeln!(
             out,
@@ -87,6 +108,14 @@ pub fn run() -> Result<()> {
         println!("MISMATCH: {mismatch}");
     }
     let internet = twin.namespace_of("internet");
+    if let Some(alb) = twin.topology.load_balancer() {
+        println!(
+            "Express Mode's load balancer ({}) is modelled as a TCP forwarder: its listener port takes plain \
+             HTTP (no TLS termination, no HTTP routing) and opens a connection to {} from its VPC address.\n",
+            alb.name,
+            twin.topology.frontend().name
+        );
+    }
     println!(
         "The service, as the internet sees it: {url}\n\n  ip netns exec {internet} curl -s {url}\n  ip netns exec {internet} curl -s {ps}\n\n\
          A shell on a node: ip netns exec <namespace> bash   (e.g. ip netns exec {internet} bash;\n\

@@ -6,7 +6,7 @@ use crate::Topology;
 use crate::firewall::{self, Members};
 use crate::program;
 use crate::reach::{self, Verdict};
-use crate::topology::{EgressType, Env, NatStrategy};
+use crate::topology::{EgressType, Env, HostKind, NatStrategy, Platform, PublicEntry, Scheme};
 
 fn program_text() -> String {
     std::fs::read_to_string(program::program_path()).expect("reading the Pulumi program")
@@ -14,6 +14,32 @@ fn program_text() -> String {
 
 fn real() -> Topology {
     program::load().expect("the real program's topology")
+}
+
+fn express_text() -> String {
+    std::fs::read_to_string(program::workspace_program(program::EXPRESS_PROGRAM))
+        .expect("reading the Express program")
+}
+
+fn express() -> Topology {
+    program::from_yaml(&express_text()).expect("the Express program's topology")
+}
+
+/// Checks each (from, to, port, verdict, a phrase of the reason) and prints the matrix.
+fn assert_verdicts(topology: &Topology, expected: &[(&str, &str, u16, Verdict, &str)]) {
+    for (from, to, port, want, reason) in expected {
+        let (got, because) = verdict(topology, from, to, *port);
+        assert_eq!(got, *want, "{from} → {to}:{port}: {because}");
+        assert!(
+            because.contains(reason),
+            "{from} → {to}:{port}: {because:?} should mention {reason:?}"
+        );
+    }
+    let rows: Vec<_> = reach::standard_probes(topology)
+        .into_iter()
+        .map(|(from, to, port)| (reach::analyze(topology, &from, &to, port), None))
+        .collect();
+    println!("{}", reach::table(&rows));
 }
 
 fn verdict(topology: &Topology, from: &str, to: &str, port: u16) -> (Verdict, String) {
@@ -56,7 +82,14 @@ fn the_program_attaches_its_groups_and_declares_nat_dns_and_vpc_egress() {
     assert_ne!(topology.host("task-1").address, topology.host("task-2").address);
     assert_eq!(topology.nat, NatStrategy::Single);
     assert_eq!(topology.host("nat-1").subnet.as_deref(), Some("public-1"));
-    assert_eq!(topology.egress, EgressType::Vpc);
+    assert_eq!(
+        topology.platform,
+        Platform::AppRunner {
+            egress: EgressType::Vpc
+        }
+    );
+    assert_eq!(topology.frontend().name, "apprunner");
+    assert!(topology.load_balancer().is_none());
     assert_eq!(topology.cloud_map.fqdn(), "privateservice.apprunner.demo");
     assert_eq!(topology.cloud_map.ttl, 10);
     assert_eq!(topology.database.name, "apprunnerdemo");
@@ -140,19 +173,7 @@ fn the_matrix_of_the_real_program() {
         ("aurora", "internet", 443, Verdict::Blocked, "egress of db-sg"),
         ("aurora", "task-1", 8080, Verdict::Blocked, "egress of db-sg"),
     ];
-    for (from, to, port, want, reason) in expected {
-        let (got, because) = verdict(&topology, from, to, port);
-        assert_eq!(got, want, "{from} → {to}:{port}: {because}");
-        assert!(
-            because.contains(reason),
-            "{from} → {to}:{port}: {because:?} should mention {reason:?}"
-        );
-    }
-    let rows: Vec<_> = reach::standard_probes(&topology)
-        .into_iter()
-        .map(|(from, to, port)| (reach::analyze(&topology, &from, &to, port), None))
-        .collect();
-    println!("{}", reach::table(&rows));
+    assert_verdicts(&topology, &expected);
 }
 
 #[test]
@@ -276,7 +297,25 @@ fn security_groups_compile_to_stateful_default_deny_rules_with_aws_exceptions() 
         nat.contains("ip saddr 10.0.0.0/16 ip daddr != 10.0.0.0/16 oifname \"eni0\" masquerade"),
         "{nat}"
     );
-    assert!(firewall::vpc_router().contains("iifname \"igw0\" counter drop"));
+    let router = firewall::vpc_router(&topology);
+    assert!(router.contains("iifname \"igw0\" counter drop"), "{router}");
+    assert!(
+        router.contains("oifname \"igw0\" ip saddr { 10.0.0.10 } masquerade"),
+        "only the NAT gateway leaves as the Elastic IP: {router}"
+    );
+    assert!(
+        router.contains("oifname \"igw0\" ip saddr != { 10.0.0.10 } counter drop"),
+        "{router}"
+    );
+    // Ingress is judged before any translation, egress on what is sent and forwarded.
+    assert!(
+        connector.contains("type filter hook prerouting priority mangle; policy accept;\n    jump ingress"),
+        "{connector}"
+    );
+    assert!(
+        connector.contains("type filter hook forward priority filter; policy accept;\n    jump egress"),
+        "{connector}"
+    );
 }
 
 /// Writes the compiled rulesets of the real program to a directory (for `nft -c -f` checks).
@@ -293,11 +332,297 @@ fn rulesets_can_be_written_for_a_check() {
         }
     }
     if let Some(dir) = &dir {
-        std::fs::write(std::path::Path::new(dir).join("vpc.nft"), firewall::vpc_router()).unwrap();
+        std::fs::write(
+            std::path::Path::new(dir).join("vpc.nft"),
+            firewall::vpc_router(&topology),
+        )
+        .unwrap();
         std::fs::write(
             std::path::Path::new(dir).join("nat.nft"),
             firewall::nat_gateway(&topology),
         )
         .unwrap();
     }
+}
+
+// ------------------------------------------------------------------ ECS Express Mode
+
+#[test]
+fn the_express_program_runs_its_frontend_tasks_behind_an_implicit_load_balancer() {
+    let topology = express();
+    assert_eq!(
+        topology.platform,
+        Platform::Express {
+            load_balancer: Scheme::InternetFacing
+        }
+    );
+    assert!(topology.hosts.iter().all(|host| host.kind != HostKind::AppRunner));
+    let frontend = topology.frontend();
+    assert_eq!(frontend.name, "frontend");
+    assert_eq!(frontend.subnet.as_deref(), Some("public-1"));
+    assert_eq!(frontend.groups, ["frontend-sg", "express-service-sg"]);
+    assert_eq!(frontend.address, Ipv4Addr::new(10, 0, 0, 40));
+    assert_eq!(
+        frontend.public_ip,
+        Some(Ipv4Addr::new(203, 0, 113, 40)),
+        "assignPublicIp"
+    );
+    let alb = topology.load_balancer().unwrap();
+    assert_eq!(alb.name, "alb");
+    assert_eq!(alb.subnet.as_deref(), Some("public-1"));
+    assert_eq!(alb.groups, ["express-lb-sg"]);
+    assert_eq!(
+        topology.public_entry(),
+        Some(PublicEntry {
+            node: "alb".into(),
+            address: Ipv4Addr::new(203, 0, 113, 50),
+            port: 443,
+        })
+    );
+    assert_eq!(
+        topology.address_seen_from("internet", "frontend"),
+        Ipv4Addr::new(203, 0, 113, 40)
+    );
+    assert_eq!(topology.address_seen_from("alb", "frontend"), frontend.address);
+    assert_eq!(topology.service_port, 8080);
+    assert_eq!(topology.host("aurora").groups, ["db-sg"]);
+    assert_eq!(topology.host("task-1").groups, ["private-service-sg"]);
+
+    // The program's groups, and the two Express Mode makes, marked as such.
+    let declared = &topology.groups["frontend-sg"];
+    assert_eq!(declared.made_by, None);
+    let names: Vec<&str> = declared.egress.iter().map(|rule| rule.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "frontend-to-db",
+            "frontend-to-private-service",
+            "frontend-https-out"
+        ]
+    );
+    assert!(declared.ingress.is_empty());
+    let rules = |group: &str| -> Vec<(String, String, String)> {
+        let group = &topology.groups[group];
+        assert!(group.made_by.is_some(), "{} is implicit", group.name);
+        group
+            .ingress
+            .iter()
+            .map(|rule| ("in".to_owned(), rule))
+            .chain(group.egress.iter().map(|rule| ("out".to_owned(), rule)))
+            .map(|(direction, rule)| {
+                let peer = match &rule.peer {
+                    crate::topology::Peer::Cidr(cidr) => cidr.to_string(),
+                    crate::topology::Peer::Group(group) => group.clone(),
+                };
+                (direction, format!("{} {}", rule.name, rule.what()), peer)
+            })
+            .collect()
+    };
+    let owned = |rows: &[(&str, &str, &str)]| -> Vec<(String, String, String)> {
+        rows.iter()
+            .map(|(a, b, c)| ((*a).to_owned(), (*b).to_owned(), (*c).to_owned()))
+            .collect()
+    };
+    assert_eq!(
+        rules("express-lb-sg"),
+        owned(&[
+            ("in", "express-lb-https-in tcp/443", "0.0.0.0/0"),
+            ("out", "express-lb-to-service tcp/8080", "express-service-sg"),
+        ])
+    );
+    assert_eq!(
+        rules("express-service-sg"),
+        owned(&[
+            ("in", "express-service-from-lb tcp/8080", "express-lb-sg"),
+            ("out", "express-service-all-out all traffic", "0.0.0.0/0"),
+        ])
+    );
+
+    // The same environment App Runner gives the frontend (a list of {name, value} here).
+    assert_eq!(topology.env, real().env);
+    assert_eq!(topology.env.get("DB_PORT"), Some(&Env::DbPort));
+    assert_eq!(
+        topology.env_text("ECSPRIVATESERVICE"),
+        Some("http://privateservice.apprunner.demo:8080")
+    );
+}
+
+#[test]
+fn the_matrix_of_the_express_program() {
+    let topology = express();
+    assert_verdicts(
+        &topology,
+        &[
+            (
+                "internet",
+                "alb",
+                443,
+                Verdict::Open,
+                "ingress express-lb-https-in",
+            ),
+            (
+                "internet",
+                "alb",
+                443,
+                Verdict::Open,
+                "ingress express-service-from-lb (express-service-sg, implicit",
+            ),
+            (
+                "alb",
+                "frontend",
+                8080,
+                Verdict::Open,
+                "egress express-lb-to-service",
+            ),
+            (
+                "internet",
+                "frontend",
+                8080,
+                Verdict::Blocked,
+                "has a public IPv4 address, but nothing admits the internet",
+            ),
+            ("internet", "aurora", 5432, Verdict::Blocked, "no public IPv4"),
+            ("internet", "task-1", 8080, Verdict::Blocked, "no public IPv4"),
+            (
+                "frontend",
+                "aurora",
+                5432,
+                Verdict::Open,
+                "egress frontend-to-db (frontend-sg: tcp/5432 to db-sg); ingress db-from-frontend",
+            ),
+            (
+                "frontend",
+                "task-1",
+                8080,
+                Verdict::Open,
+                "ingress private-service-from-frontend",
+            ),
+            (
+                "frontend",
+                "internet",
+                443,
+                Verdict::Open,
+                "egress frontend-https-out (frontend-sg: tcp/443 to 0.0.0.0/0); public subnet public-1: 0.0.0.0/0 → internet gateway, leaving as its public IPv4 203.0.113.40",
+            ),
+            (
+                "frontend",
+                "internet",
+                80,
+                Verdict::Open,
+                "egress express-service-all-out",
+            ),
+            ("frontend", "resolver", 53, Verdict::Open, "AWS exception"),
+            (
+                "task-1",
+                "frontend",
+                8080,
+                Verdict::Blocked,
+                "egress of private-service-sg",
+            ),
+            ("task-1", "internet", 443, Verdict::Open, "nat-1"),
+            ("aurora", "internet", 443, Verdict::Blocked, "egress of db-sg"),
+        ],
+    );
+}
+
+#[test]
+fn express_mutations_change_exactly_the_paths_they_should() {
+    let text = express_text();
+
+    // Private subnets: Express Mode makes an internal load balancer and gives no public IP.
+    let public_subnets = "- subnets: ${vpc.publicSubnetIds}";
+    assert!(text.contains(public_subnets));
+    let private =
+        program::from_yaml(&text.replace(public_subnets, "- subnets: ${vpc.privateSubnetIds}")).unwrap();
+    assert_eq!(
+        private.platform,
+        Platform::Express {
+            load_balancer: Scheme::Internal
+        }
+    );
+    assert_eq!(private.public_entry(), None, "no public entry");
+    assert_eq!(private.frontend().subnet.as_deref(), Some("private-1"));
+    assert_eq!(private.frontend().public_ip, None);
+    let (got, because) = verdict(&private, "internet", "alb", 443);
+    assert_eq!(got, Verdict::Blocked);
+    assert!(because.contains("an internal load balancer"), "{because}");
+    // The tasks then reach Secrets Manager through NAT.
+    let (got, because) = verdict(&private, "frontend", "internet", 443);
+    assert_eq!(got, Verdict::Open);
+    assert!(because.contains("nat-1"), "{because}");
+
+    let no_db_ingress =
+        program::from_yaml(&program::without_resource(&text, "db-from-frontend").unwrap()).unwrap();
+    let (got, because) = verdict(&no_db_ingress, "frontend", "aurora", 5432);
+    assert_eq!(got, Verdict::Blocked);
+    assert!(because.starts_with("ingress of db-sg"), "{because}");
+    assert_eq!(
+        verdict(&no_db_ingress, "frontend", "task-1", 8080).0,
+        Verdict::Open
+    );
+
+    // Express Mode's service group allows all outbound traffic: the program's HTTPS egress
+    // rule does not decide whether the tasks reach Secrets Manager.
+    let no_https =
+        program::from_yaml(&program::without_resource(&text, "frontend-https-out").unwrap()).unwrap();
+    let (got, because) = verdict(&no_https, "frontend", "internet", 443);
+    assert_eq!(got, Verdict::Open);
+    assert!(because.starts_with("egress express-service-all-out"), "{because}");
+
+    // Without NAT the private service loses the internet; the public tasks do not need it.
+    let no_nat =
+        program::from_yaml(&program::with_config_default(&text, "natStrategy", "None").unwrap()).unwrap();
+    assert_eq!(verdict(&no_nat, "frontend", "internet", 443).0, Verdict::Open);
+    assert_eq!(verdict(&no_nat, "task-1", "internet", 443).0, Verdict::Blocked);
+}
+
+#[test]
+fn the_express_load_balancer_and_internet_gateway_compile_to_translations() {
+    let topology = express();
+    let alb = firewall::load_balancer(&topology, topology.load_balancer().unwrap());
+    assert!(
+        alb.contains("iifname \"eni0\" ip daddr 10.0.0.50 tcp dport 443 dnat to 10.0.0.40:8080"),
+        "{alb}"
+    );
+    assert!(
+        alb.contains("oifname \"eni0\" ct status dnat snat to 10.0.0.50"),
+        "{alb}"
+    );
+    assert!(
+        alb.contains("iifname \"eni0\" ct state new counter drop"),
+        "{alb}"
+    );
+    let router = firewall::vpc_router(&topology);
+    for line in [
+        "iifname \"igw0\" ip daddr 203.0.113.40 dnat to 10.0.0.40",
+        "iifname \"igw0\" ip daddr 203.0.113.50 dnat to 10.0.0.50",
+        "oifname \"igw0\" ip saddr 10.0.0.40 snat to 203.0.113.40",
+        "oifname \"igw0\" ip saddr 10.0.0.50 snat to 203.0.113.50",
+        "iifname \"igw0\" ct status dnat accept",
+        "oifname \"igw0\" ip saddr != { 10.0.0.40, 10.0.0.50, 10.0.0.10 } counter drop",
+    ] {
+        assert!(router.contains(line), "{line}\n{router}");
+    }
+    let mut members = Members::new();
+    members.insert("express-service-sg".into(), vec![topology.frontend().address]);
+    let lb = firewall::security_groups(&topology, topology.load_balancer().unwrap(), &members);
+    assert!(
+        lb.contains("ip saddr 0.0.0.0/0 tcp dport 443 accept comment \"express-lb-https-in (express-lb-sg)"),
+        "{lb}"
+    );
+    assert!(
+        lb.contains("ip daddr @sg_express_service_sg tcp dport 8080 accept"),
+        "{lb}"
+    );
+}
+
+#[test]
+fn a_program_with_no_frontend_or_two_is_an_error_naming_both_kinds() {
+    let text = express_text();
+    let none = program::without_resource(&text, "frontend").unwrap();
+    let error = program::from_yaml(&none).unwrap_err().to_string();
+    assert!(
+        error.contains("aws:apprunner:Service") && error.contains("aws:ecs:ExpressGatewayService"),
+        "{error}"
+    );
 }

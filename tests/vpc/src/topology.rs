@@ -16,6 +16,19 @@ pub const INTERNET_GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 pub const APP_RUNNER_ENDPOINT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 /// The `internet` end of the link to App Runner's public endpoint.
 pub const APP_RUNNER_CLIENT_SIDE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+/// The public IPv4 addresses the internet gateway maps 1:1 to VPC addresses (TEST-NET-3): a
+/// host's is this network's base + the last octet of its VPC address (what an ENI with
+/// `assignPublicIp` or an internet-facing load balancer node gets).
+pub const PUBLIC_IPV4_POOL: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 0);
+/// The port of the HTTPS listener ECS Express Mode gives its load balancer.
+pub const LISTENER_PORT: u16 = 443;
+/// Where AWS documents what ECS Express Mode creates that a program does not declare.
+pub const EXPRESS_SOURCE: &str = "ECS developer guide, \"Resources created by Amazon ECS Express Mode services\" \
+     (express-service-work.html), \"Network configuration defaults\" and \"Application Load Balancer defaults\"";
+/// Express Mode's security group on its load balancer (implicit: not a resource of the program).
+pub const EXPRESS_LB_SG: &str = "express-lb-sg";
+/// Express Mode's security group on the service's tasks (implicit: not a resource of the program).
+pub const EXPRESS_SERVICE_SG: &str = "express-service-sg";
 /// Link-local metadata endpoints (EC2 instance metadata, ECS task metadata).
 pub const METADATA_ADDRESSES: [Ipv4Addr; 2] =
     [Ipv4Addr::new(169, 254, 169, 254), Ipv4Addr::new(169, 254, 170, 2)];
@@ -27,13 +40,16 @@ pub struct Topology {
     pub groups: BTreeMap<String, SecurityGroup>,
     pub hosts: Vec<Host>,
     pub nat: NatStrategy,
-    pub egress: EgressType,
-    /// App Runner's `imageConfiguration.port`.
+    /// Where the frontend runs and how the internet reaches it.
+    pub platform: Platform,
+    /// The frontend's port: App Runner's `imageConfiguration.port`, Express Mode's
+    /// `primaryContainer.containerPort`.
     pub service_port: u16,
     pub desired_tasks: usize,
     pub cloud_map: CloudMap,
     pub database: Database,
-    /// `runtimeEnvironmentVariables` of the App Runner service.
+    /// The frontend's environment: App Runner's `runtimeEnvironmentVariables`, Express Mode's
+    /// `primaryContainer.environments`.
     pub env: BTreeMap<String, Env>,
 }
 
@@ -49,6 +65,13 @@ impl Vpc {
     pub fn resolver(&self) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.cidr.network()) + 2)
     }
+}
+
+/// The public IPv4 address the twin gives a VPC address (see [`PUBLIC_IPV4_POOL`]).
+pub fn public_ipv4_for(address: Ipv4Addr) -> Ipv4Addr {
+    let [.., last] = address.octets();
+    let [a, b, c, _] = PUBLIC_IPV4_POOL.octets();
+    Ipv4Addr::new(a, b, c, last)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -91,6 +114,26 @@ pub enum NatStrategy {
     OnePerAz,
 }
 
+/// The two ways the programs run the frontend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Platform {
+    /// `aws:apprunner:Service` outside the VPC: requests come through App Runner's public
+    /// endpoint; with egress type VPC, everything it sends leaves through the connector's ENIs.
+    AppRunner { egress: EgressType },
+    /// `aws:ecs:ExpressGatewayService`: tasks in the VPC behind an Application Load Balancer
+    /// that Express Mode creates in the same subnets ([`EXPRESS_SOURCE`]).
+    Express { load_balancer: Scheme },
+}
+
+/// An Express load balancer's scheme, which the service's subnets decide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    /// Public subnets: an internet-facing load balancer, and public IPs on the tasks.
+    InternetFacing,
+    /// Private subnets: an internal load balancer, reachable from inside the VPC only.
+    Internal,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EgressType {
     /// All outbound traffic leaves through the connector's ENIs in the VPC.
@@ -103,6 +146,9 @@ pub enum EgressType {
 pub struct SecurityGroup {
     pub name: String,
     pub description: String,
+    /// `Some(who)` for a group AWS makes itself that the program does not declare (its name
+    /// and its rules' names are the twin's, not resources a reader finds in the program).
+    pub made_by: Option<&'static str>,
     pub ingress: Vec<Rule>,
     pub egress: Vec<Rule>,
 }
@@ -157,8 +203,12 @@ impl Rule {
 pub enum HostKind {
     /// The client and the public AWS endpoints (Secrets Manager).
     Internet,
-    /// The frontend: public endpoint inbound, the VPC connector's ENI outbound.
+    /// The frontend on App Runner: public endpoint inbound, the VPC connector's ENI outbound.
     AppRunner,
+    /// The frontend as an ECS Express Mode task, in the VPC.
+    ExpressTask,
+    /// A node of Express Mode's Application Load Balancer: its listener forwards to the task.
+    LoadBalancer,
     Nat,
     /// The Route 53 Resolver at the VPC base + 2.
     Resolver,
@@ -176,6 +226,10 @@ pub struct Host {
     pub subnet: Option<String>,
     /// Its VPC address (for `apprunner`: the connector ENI's), or its internet address.
     pub address: Ipv4Addr,
+    /// The public IPv4 address the internet gateway maps to `address` (an Express task with
+    /// `assignPublicIp`, an internet-facing load balancer node); NAT gateways leave as the
+    /// gateway's Elastic IP instead and are reachable by replies only.
+    pub public_ip: Option<Ipv4Addr>,
     /// Security groups on its VPC interface.
     pub groups: Vec<String>,
 }
@@ -211,7 +265,7 @@ pub struct Database {
     pub master_username: String,
 }
 
-/// An App Runner environment value as the program declares it.
+/// A frontend environment value as the program declares it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Env {
     Text(String),
@@ -219,6 +273,15 @@ pub enum Env {
     DbPort,
     DbName,
     DbSecretArn,
+}
+
+/// Where the internet sends requests for the service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicEntry {
+    /// The node that answers there (`apprunner`, or `alb` whose listener forwards to `frontend`).
+    pub node: String,
+    pub address: Ipv4Addr,
+    pub port: u16,
 }
 
 impl Topology {
@@ -247,6 +310,55 @@ impl Topology {
         self.hosts
             .iter()
             .find(|host| host.kind == HostKind::Nat && host.name == format!("nat-{az}"))
+    }
+
+    /// The host the frontend runs on: `apprunner`, or Express Mode's task `frontend`.
+    pub fn frontend(&self) -> &Host {
+        let kind = match self.platform {
+            Platform::AppRunner { .. } => HostKind::AppRunner,
+            Platform::Express { .. } => HostKind::ExpressTask,
+        };
+        self.hosts
+            .iter()
+            .find(|host| host.kind == kind)
+            .unwrap_or_else(|| panic!("the topology has no {kind:?} host"))
+    }
+
+    /// Express Mode's load balancer node (`alb`), if the program has one.
+    pub fn load_balancer(&self) -> Option<&Host> {
+        self.hosts.iter().find(|host| host.kind == HostKind::LoadBalancer)
+    }
+
+    /// Where the internet reaches the service: App Runner's public endpoint, or the listener of
+    /// an internet-facing load balancer at its public address. `None` for an internal load
+    /// balancer (or App Runner without a public endpoint, which the program reader refuses).
+    pub fn public_entry(&self) -> Option<PublicEntry> {
+        match self.platform {
+            Platform::AppRunner { .. } => Some(PublicEntry {
+                node: self.frontend().name.clone(),
+                address: APP_RUNNER_ENDPOINT,
+                port: self.service_port,
+            }),
+            Platform::Express { .. } => {
+                let alb = self.load_balancer()?;
+                Some(PublicEntry {
+                    node: alb.name.clone(),
+                    address: alb.public_ip?,
+                    port: LISTENER_PORT,
+                })
+            }
+        }
+    }
+
+    /// The address `node` is reached at from `from`: App Runner's public endpoint or a public
+    /// IPv4 address from `internet`, else the node's own (VPC) address.
+    pub fn address_seen_from(&self, from: &str, node: &str) -> Ipv4Addr {
+        let host = self.host(node);
+        match (self.host(from).kind, host.kind) {
+            (HostKind::Internet, HostKind::AppRunner) => APP_RUNNER_ENDPOINT,
+            (HostKind::Internet, _) => host.public_ip.unwrap_or(host.address),
+            _ => host.address,
+        }
     }
 
     /// A literal environment value the program gives the frontend (`None` for references).

@@ -4,7 +4,9 @@
 //! |---|---|
 //! | `avt-vpc` | the VPC router: one bridge per subnet (router at base + 1), the internet gateway (`igw0`), per-subnet route tables (private → NAT) |
 //! | `avt-internet` | the client and `secretsmanager.<region>.amazonaws.com` (moto, TLS on 443) |
-//! | `avt-apprunner` | the frontend: public endpoint `pub0` (inbound), connector ENI `eni0` (all outbound) |
+//! | `avt-apprunner` | App Runner's frontend: public endpoint `pub0` (inbound), connector ENI `eni0` (all outbound) |
+//! | `avt-frontend` | Express Mode's frontend task: one ENI in the service's subnet, a public IPv4 via the internet gateway |
+//! | `avt-alb` | a node of Express Mode's load balancer: the listener (nftables DNAT + SNAT, no process) forwards to the task |
 //! | `avt-resolver` | dnsmasq at the VPC base + 2: Cloud Map records, the DB endpoint, the AWS endpoint |
 //! | `avt-nat-<az>` | the NAT gateway (forwarding + masquerade) in a public subnet |
 //! | `avt-aurora` | PostgreSQL with TLS for the cluster endpoint name (`hostssl` only, like `rds.force_ssl`) |
@@ -27,7 +29,7 @@ use crate::program::REGION;
 use crate::reach;
 use crate::topology::{
     APP_RUNNER_CLIENT_SIDE, APP_RUNNER_ENDPOINT, EgressType, Env, HostKind, INTERNET_GATEWAY, INTERNET_HOST,
-    SubnetKind, Topology,
+    Platform, SubnetKind, Topology,
 };
 
 /// The VPC router's namespace.
@@ -60,6 +62,8 @@ pub fn secrets_manager_host() -> String {
 /// A running twin. Dropping it stops every process and removes every namespace it made.
 pub struct Twin {
     pub topology: Topology,
+    /// Where `internet` sends requests for the service ([`Topology::public_entry`]).
+    public: SocketAddr,
     dir: tempfile::TempDir,
     ca_pem: String,
     ca_path: PathBuf,
@@ -89,12 +93,24 @@ impl Twin {
     /// the desired number of tasks (registered in Cloud Map), the frontend.
     pub fn start(topology: Topology) -> Result<Self> {
         crate::require_root()?;
-        if topology.egress == EgressType::Default {
+        if topology.platform
+            == (Platform::AppRunner {
+                egress: EgressType::Default,
+            })
+        {
             bail!(
                 "the program's App Runner service has egressType DEFAULT: its paths are analysed \
                  (reach), but the twin builds only VPC egress through the connector"
             );
         }
+        let entry = topology.public_entry().ok_or_else(|| {
+            anyhow!(
+                "the program's frontend has no public entry (an Express service in private subnets gets an \
+                 internal load balancer): its paths are analysed (reach), but the twin's walkthrough runs \
+                 from the internet"
+            )
+        })?;
+        let public = SocketAddr::from((entry.address, entry.port));
         // Waiting for another twin is not part of starting this one.
         let lock = take_lock()?;
         let started = Instant::now();
@@ -117,6 +133,7 @@ impl Twin {
         std::fs::write(&ca_path, &ca_pem)?;
         let mut twin = Self {
             topology,
+            public,
             dir,
             ca_pem,
             ca_path,
@@ -254,32 +271,50 @@ impl Twin {
             ns::ip_batch(&host.namespace(), &self.host_commands(&host.name))?;
         }
 
-        // `internet`: its address on the gateway link, and the link to App Runner's endpoint.
-        let apprunner = topology.host("apprunner").namespace();
+        // `internet`: its address on the gateway link (every public address, the load
+        // balancer's and the tasks', is behind the gateway).
         ns::ip_batch(
             &internet,
             &[
                 format!("addr add {INTERNET_HOST}/24 dev {IGW_IF}"),
                 format!("link set {IGW_IF} up"),
                 format!("route add default via {INTERNET_GATEWAY}"),
-                format!("link add ar0 type veth peer name {PUBLIC_ENDPOINT_IF} netns {apprunner}"),
-                format!("addr add {APP_RUNNER_CLIENT_SIDE}/24 dev ar0"),
-                "link set ar0 up".to_owned(),
             ],
         )?;
-        ns::ip_batch(
-            &apprunner,
-            &[
-                format!("addr add {APP_RUNNER_ENDPOINT}/24 dev {PUBLIC_ENDPOINT_IF}"),
-                format!("link set {PUBLIC_ENDPOINT_IF} up"),
-            ],
-        )?;
+        match topology.platform {
+            // App Runner's public endpoint is outside the VPC: a link of its own to `internet`.
+            Platform::AppRunner { .. } => {
+                let apprunner = topology.frontend().namespace();
+                ns::ip_batch(
+                    &internet,
+                    &[
+                        format!("link add ar0 type veth peer name {PUBLIC_ENDPOINT_IF} netns {apprunner}"),
+                        format!("addr add {APP_RUNNER_CLIENT_SIDE}/24 dev ar0"),
+                        "link set ar0 up".to_owned(),
+                    ],
+                )?;
+                ns::ip_batch(
+                    &apprunner,
+                    &[
+                        format!("addr add {APP_RUNNER_ENDPOINT}/24 dev {PUBLIC_ENDPOINT_IF}"),
+                        format!("link set {PUBLIC_ENDPOINT_IF} up"),
+                    ],
+                )?;
+            }
+            // The load balancer node forwards what its listener takes to the task.
+            Platform::Express { .. } => {
+                if let Some(alb) = topology.load_balancer() {
+                    ns::sysctl(&alb.namespace(), &[("net.ipv4.ip_forward", "1")])?;
+                    ns::nft(&alb.namespace(), &firewall::load_balancer(&topology, alb))?;
+                }
+            }
+        }
 
         for nat in topology.hosts.iter().filter(|host| host.kind == HostKind::Nat) {
             ns::sysctl(&nat.namespace(), &[("net.ipv4.ip_forward", "1")])?;
             ns::nft(&nat.namespace(), &firewall::nat_gateway(&topology))?;
         }
-        ns::nft(ROUTER, &firewall::vpc_router())?;
+        ns::nft(ROUTER, &firewall::vpc_router(&topology))?;
         self.apply_security_groups()?;
 
         // Every VPC host asks the VPC resolver, and only it (tasks: when they start).
@@ -812,7 +847,7 @@ impl Twin {
 
     // ------------------------------------------------------------------ frontend
 
-    /// The environment App Runner gives the frontend per the program, with the twin's values
+    /// The environment the program gives the frontend (App Runner's or Express Mode's), with the twin's values
     /// for the references, plus static test credentials and the test CA.
     pub fn frontend_env(&self) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = self
@@ -855,7 +890,7 @@ impl Twin {
         let env = self.frontend_env();
         let mut frontend = NsProcess::spawn(
             "frontend",
-            &self.topology.host("apprunner").namespace(),
+            &self.topology.frontend().namespace(),
             &harness::binary("frontend")?,
             &[],
             &env,
@@ -900,17 +935,15 @@ impl Twin {
         self.frontend.as_ref().map(NsProcess::logs).unwrap_or_default()
     }
 
-    /// The service URL as called from `internet` (App Runner's public endpoint).
+    /// The service URL as called from `internet`: App Runner's public endpoint, or the
+    /// listener of Express Mode's load balancer (plain HTTP on its port: TLS is not modelled).
     pub fn url(&self, path: &str) -> String {
-        format!(
-            "http://{APP_RUNNER_ENDPOINT}:{}{path}",
-            self.topology.service_port
-        )
+        format!("http://{}{path}", self.public)
     }
 
     /// The service's public address (for load generators in `internet`).
     pub fn public_addr(&self) -> SocketAddr {
-        SocketAddr::from((APP_RUNNER_ENDPOINT, self.topology.service_port))
+        self.public
     }
 
     /// `GET path` from `internet`.
@@ -922,14 +955,9 @@ impl Twin {
         )
     }
 
-    /// The address a node is reached at by `from`: App Runner's public endpoint from
-    /// `internet`, else the node's own address.
+    /// The address a node is reached at by `from` ([`Topology::address_seen_from`]).
     pub fn address_of(&self, from: &str, node: &str) -> Ipv4Addr {
-        let host = self.topology.host(node);
-        match (self.topology.host(from).kind, host.kind) {
-            (HostKind::Internet, HostKind::AppRunner) => APP_RUNNER_ENDPOINT,
-            _ => host.address,
-        }
+        self.topology.address_seen_from(from, node)
     }
 
     /// A TCP connect from node `from` to `to:port`.
@@ -941,7 +969,9 @@ impl Twin {
     /// Every path of [`reach::standard_probes`] tried for real (TCP connect, all at once, each
     /// given [`NO_ANSWER_AFTER`]): the table (expected, observed, deciding rule) and the paths
     /// where the network disagrees with the program's verdict. "Blocked" must be no answer at
-    /// all, as in AWS.
+    /// all, as in AWS. "Open" must connect; to `internet` a refusal counts too: the SYN reached
+    /// the host and its reset came back, so the path is open, and what listens on the
+    /// internet is not the program's business (only moto's 443 does).
     pub fn matrix(&self) -> Result<(String, Vec<String>)> {
         let paths: Vec<reach::Path> = reach::standard_probes(&self.topology)
             .into_iter()
@@ -970,11 +1000,13 @@ impl Twin {
                 ns::Connect::Refused => "refused".to_owned(),
                 ns::Connect::Other(error) => error.clone(),
             };
-            let agrees = matches!(
-                (path.verdict, &observed),
-                (reach::Verdict::Open, ns::Connect::Connected)
-                    | (reach::Verdict::Blocked, ns::Connect::NoAnswer)
-            );
+            let to_internet = self.topology.host(&path.to).kind == HostKind::Internet;
+            let agrees = match (path.verdict, &observed) {
+                (reach::Verdict::Open, ns::Connect::Connected) => true,
+                (reach::Verdict::Open, ns::Connect::Refused) => to_internet,
+                (reach::Verdict::Blocked, ns::Connect::NoAnswer) => true,
+                _ => false,
+            };
             if !agrees {
                 mismatches.push(format!(
                     "{} → {}:{}: the program says {:?} ({}), the network gave {label}",

@@ -10,22 +10,80 @@ use std::time::{Duration, Instant};
 
 use vpc_twin::{firewall, program};
 
-/// Every ruleset the twin would load passes `nft -c` (check mode: parsed and validated by the
-/// kernel, nothing committed).
+/// A program the twin's tests run, with the name of the rule that admits its frontend to the
+/// database (what the fault test removes).
+#[derive(Clone, Copy, Debug)]
+struct Program {
+    /// Relative to the workspace.
+    path: &'static str,
+    db_ingress: &'static str,
+}
+
+const APP_RUNNER: Program = Program {
+    path: program::APP_RUNNER_PROGRAM,
+    db_ingress: "db-from-connector",
+};
+
+const ECS_EXPRESS: Program = Program {
+    path: program::EXPRESS_PROGRAM,
+    db_ingress: "db-from-frontend",
+};
+
+impl Program {
+    fn path(self) -> std::path::PathBuf {
+        program::workspace_program(self.path)
+    }
+
+    fn topology(self) -> vpc_twin::Topology {
+        program::from_path(&self.path()).unwrap()
+    }
+}
+
+/// The behaviour both programs share is tested on each: `on_both_programs!(check)` makes the
+/// tests `check::app_runner` and `check::ecs_express` of the function `check(Program)`, each its
+/// own test (and twin), so either can be run or fail alone.
+macro_rules! on_both_programs {
+    ($check:ident) => {
+        mod $check {
+            #[test]
+            fn app_runner() {
+                super::$check(super::APP_RUNNER)
+            }
+
+            #[test]
+            fn ecs_express() {
+                super::$check(super::ECS_EXPRESS)
+            }
+        }
+    };
+}
+
+/// Every ruleset the twin would load, for both programs, passes `nft -c` (check mode: parsed
+/// and validated by the kernel, nothing committed).
 #[test]
 fn compiled_rulesets_pass_nft_check_mode() {
     vpc_twin::require_root().unwrap();
-    let topology = program::load().unwrap();
-    let members = firewall::Members::new();
-    let mut rulesets = vec![
-        ("vpc router".to_owned(), firewall::vpc_router()),
-        ("nat".to_owned(), firewall::nat_gateway(&topology)),
-    ];
-    for host in topology.hosts.iter().filter(|host| !host.groups.is_empty()) {
+    let mut rulesets = Vec::new();
+    for program in [APP_RUNNER, ECS_EXPRESS] {
+        let topology = program.topology();
+        let members = firewall::Members::new();
         rulesets.push((
-            host.name.clone(),
-            firewall::security_groups(&topology, host, &members),
+            format!("{}: vpc router", program.path),
+            firewall::vpc_router(&topology),
         ));
+        rulesets.push((format!("{}: nat", program.path), firewall::nat_gateway(&topology)));
+        if let Some(alb) = topology.load_balancer() {
+            rulesets.push((
+                format!("{}: load balancer", program.path),
+                firewall::load_balancer(&topology, alb),
+            ));
+        }
+        for host in topology.hosts.iter().filter(|host| !host.groups.is_empty()) {
+            rulesets.push((
+                format!("{}: {}", program.path, host.name),
+                firewall::security_groups(&topology, host, &members),
+            ));
+        }
     }
     for (name, text) in rulesets {
         let mut child = Command::new("nft")
@@ -67,12 +125,12 @@ fn stop_twin(twin: vpc_twin::Twin) {
     println!("twin stopped in {took:?}");
 }
 
-/// The original walkthrough, from `internet`, through App Runner's endpoint, the connector,
-/// the security groups, the VPC resolver and NAT.
-#[test]
-fn the_walkthrough_runs_through_the_vpc() {
+/// The original walkthrough, from `internet`: through App Runner's endpoint, the connector and
+/// NAT; or through Express Mode's load balancer to the task, which leaves by its public IP.
+/// Both through the security groups and the VPC resolver.
+fn the_walkthrough_runs_through_the_vpc(program: Program) {
     let _serial = serial();
-    let twin = start(program::load().unwrap());
+    let twin = start(program.topology());
 
     let visit = twin.get("/").unwrap();
     assert_eq!(visit.status, 200, "GET /: {visit:?}\n{}", twin.all_logs());
@@ -116,12 +174,13 @@ fn the_walkthrough_runs_through_the_vpc() {
     stop_twin(twin);
 }
 
+on_both_programs!(the_walkthrough_runs_through_the_vpc);
+
 /// Every path the program opens is open, every other is silently dropped — checked against
 /// the rules' verdicts both ways, printed with the rule that decides each.
-#[test]
-fn the_reachability_matrix_is_what_the_rules_say() {
+fn the_reachability_matrix_is_what_the_rules_say(program: Program) {
     let _serial = serial();
-    let twin = start(program::load().unwrap());
+    let twin = start(program.topology());
     let (table, mismatches) = twin.matrix().unwrap();
     println!(
         "reachability matrix (TCP connect; no answer within {:?} = blocked):\n{table}",
@@ -135,6 +194,8 @@ fn the_reachability_matrix_is_what_the_rules_say() {
     stop_twin(twin);
 }
 
+on_both_programs!(the_reachability_matrix_is_what_the_rules_say);
+
 /// One answer of the frontend as seen from `internet`, with when it came.
 struct Seen {
     at: Instant,
@@ -147,10 +208,9 @@ struct Seen {
 /// The original's last step: the task is replaced; the Cloud Map record follows; the frontend
 /// (never restarted) reaches the new task within the record's TTL + 2 s, answering only 200
 /// or a 502/504 problem meanwhile.
-#[test]
-fn a_replaced_task_is_reached_within_the_record_ttl() {
+fn a_replaced_task_is_reached_within_the_record_ttl(program: Program) {
     let _serial = serial();
-    let mut twin = start(program::load().unwrap());
+    let mut twin = start(program.topology());
     let ttl = Duration::from_secs(u64::from(twin.topology.cloud_map.ttl));
     let internet = twin.namespace_of("internet");
     let url = twin.url("/ecs-private-service");
@@ -270,9 +330,11 @@ fn a_replaced_task_is_reached_within_the_record_ttl() {
     stop_twin(twin);
 }
 
+on_both_programs!(a_replaced_task_is_reached_within_the_record_ttl);
+
 /// A copy of the program with one change, read back from its file as `PULUMI_PROGRAM` would be.
-fn mutated(change: impl Fn(&str) -> anyhow::Result<String>) -> vpc_twin::Topology {
-    let text = std::fs::read_to_string(program::program_path()).unwrap();
+fn mutated(program: Program, change: impl Fn(&str) -> anyhow::Result<String>) -> vpc_twin::Topology {
+    let text = std::fs::read_to_string(program.path()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("Pulumi.yaml");
     std::fs::write(&path, change(&text).unwrap()).unwrap();
@@ -302,16 +364,17 @@ fn timed_get(twin: &vpc_twin::Twin, path: &str) -> (vpc_twin::twin::Answer, Dura
 /// twin) twice, plus 2 s (as the reliability suites allow).
 const VISIT_BOUND: Duration = Duration::from_secs(6);
 
-#[test]
-fn without_the_database_ingress_rule_a_visit_is_a_503_problem_within_its_bound() {
+/// Without the rule that admits the frontend (`db-from-connector`, `db-from-frontend`), a
+/// visit is a 503 problem in time; the private service is still reached.
+fn without_the_database_ingress_rule_a_visit_is_a_503_problem_within_its_bound(program: Program) {
     let _serial = serial();
-    let twin = start_checked(mutated(|text| {
-        program::without_resource(text, "db-from-connector")
+    let twin = start_checked(mutated(program, |text| {
+        program::without_resource(text, program.db_ingress)
     }));
     let (visit, took) = timed_get(&twin, "/");
     println!(
-        "GET / without db-from-connector: {} in {took:?}: {}",
-        visit.status, visit.body
+        "GET / without {}: {} in {took:?}: {}",
+        program.db_ingress, visit.status, visit.body
     );
     assert_eq!(visit.status, 503, "{visit:?}");
     assert!(visit.is_problem(), "{visit:?}");
@@ -325,10 +388,12 @@ fn without_the_database_ingress_rule_a_visit_is_a_503_problem_within_its_bound()
     stop_twin(twin);
 }
 
+on_both_programs!(without_the_database_ingress_rule_a_visit_is_a_503_problem_within_its_bound);
+
 #[test]
 fn without_the_private_service_ingress_rule_the_relay_is_a_502_or_504_problem() {
     let _serial = serial();
-    let twin = start_checked(mutated(|text| {
+    let twin = start_checked(mutated(APP_RUNNER, |text| {
         program::without_resource(text, "private-service-from-connector")
     }));
     let (private, took) = timed_get(&twin, "/ecs-private-service");
@@ -373,7 +438,7 @@ fn secrets_manager_unreachable(twin: vpc_twin::Twin, what: &str) {
 #[test]
 fn without_a_nat_gateway_secrets_manager_is_unreachable_and_the_log_says_why() {
     let _serial = serial();
-    let twin = start_checked(mutated(|text| {
+    let twin = start_checked(mutated(APP_RUNNER, |text| {
         program::with_config_default(text, "natStrategy", "None")
     }));
     secrets_manager_unreachable(twin, "with natGateways None");
@@ -382,29 +447,30 @@ fn without_a_nat_gateway_secrets_manager_is_unreachable_and_the_log_says_why() {
 #[test]
 fn without_the_connectors_https_egress_secrets_manager_is_unreachable_and_the_log_says_why() {
     let _serial = serial();
-    let twin = start_checked(mutated(|text| {
+    let twin = start_checked(mutated(APP_RUNNER, |text| {
         program::without_resource(text, "connector-https-out")
     }));
     secrets_manager_unreachable(twin, "without connector-https-out");
 }
 
-/// Rotation through NAT: while `GET /` is loaded from `internet`, the database password
-/// changes, the secret at the Secrets Manager stand-in (reached only through the NAT host)
-/// gets the new value and the frontend's sessions are ended. The reliability suite's accounting
-/// applies: every 200 exactly one row, no row without a 200, no restart.
+/// Rotation: while `GET /` is loaded from `internet` (App Runner's endpoint, or Express Mode's
+/// load balancer), the database password changes, the secret at the Secrets Manager stand-in
+/// (reached through the NAT host from App Runner's connector, through the internet gateway by
+/// the Express task's public IP) gets the new value and the frontend's sessions are ended. The
+/// reliability suite's accounting applies: every 200 exactly one row, no row without a 200, no
+/// restart.
 ///
 /// WEAKER THAN ISSUE 11, which says "no failed request": this allows the reliability suite's
 /// bound of one 503 problem per pool connection. The frontend retries a statement whose session
 /// was ended on another connection, so a request fails only when no connection can be opened
 /// within DB_ACQUIRE_TIMEOUT (2 s here) — the new connections have to re-read the secret
-/// through NAT, then do TLS and SCRAM; on a loaded machine that can take longer. Observed in
-/// review runs: no failed request (also under CPU load).
-#[test]
-fn rotating_the_secret_through_nat_under_load_keeps_every_visit_accounted_for() {
+/// from outside the VPC, then do TLS and SCRAM; on a loaded machine that can take longer.
+/// Observed in review runs: no failed request (also under CPU load).
+fn rotating_the_secret_under_load_keeps_every_visit_accounted_for(program: Program) {
     use reliability_tests::{Load, LoadSpec, Target, assert_rotation_cost};
     const POOL_SIZE: usize = 4; // the frontend's default DB_POOL_SIZE
     let _serial = serial();
-    let mut twin = start(program::load().unwrap());
+    let mut twin = start(program.topology());
     let pid = twin.frontend_pid();
     let (before, after) = (Duration::from_secs(3), Duration::from_secs(6));
     let spec = LoadSpec::new(twin.public_addr(), vec![Target::visits(64)], before + after);
@@ -413,14 +479,15 @@ fn rotating_the_secret_through_nat_under_load_keeps_every_visit_accounted_for() 
         .unwrap()
         .unwrap();
     std::thread::sleep(before);
-    let new_password = "rotated-through-nat-5d1c9e";
+    let new_password = "rotated-under-load-5d1c9e";
     twin.set_db_password(new_password).unwrap();
     twin.rotate_secret(new_password).unwrap();
     let ended = twin.end_frontend_sessions().unwrap();
     let rotated = Instant::now();
     let report = load.finish().unwrap();
     println!(
-        "rotation through NAT: ended {ended} sessions\n{}",
+        "rotation ({}): ended {ended} sessions\n{}",
+        program.path,
         report.summary()
     );
     assert!(
@@ -434,22 +501,22 @@ fn rotating_the_secret_through_nat_under_load_keeps_every_visit_accounted_for() 
         .lines()
         .filter(|line| line.contains("database credentials read from Secrets Manager"))
         .count();
-    assert!(
-        secret_reads >= 2,
-        "the secret was re-read through NAT ({secret_reads} reads)"
-    );
+    assert!(secret_reads >= 2, "the secret was re-read ({secret_reads} reads)");
     assert_eq!(twin.frontend_pid(), pid, "no restart");
 
     let accounting = report.account(0, &twin.stored_user_agents().unwrap());
     assert!(accounting.is_exact(), "across the rotation: {accounting}");
     println!(
-        "rotation through NAT: {} failed (limit {POOL_SIZE}), {} answers 200 = {} rows, secret read {secret_reads} times",
+        "rotation ({}): {} failed (limit {POOL_SIZE}), {} answers 200 = {} rows, secret read {secret_reads} times",
+        program.path,
         failed,
         report.count_status(0, 200),
         accounting.rows
     );
     stop_twin(twin);
 }
+
+on_both_programs!(rotating_the_secret_under_load_keeps_every_visit_accounted_for);
 
 /// What a killed run leaves (namespaces with processes in them, /etc/netns entries) is
 /// removed when the next twin starts.
@@ -471,7 +538,7 @@ fn leftovers_of_a_killed_run_are_removed_at_the_next_start() {
         .args(["netns", "exec", &leftover, "sleep", "600"])
         .spawn()
         .unwrap();
-    let twin = start(program::load().unwrap());
+    let twin = start(APP_RUNNER.topology());
     let list = vpc_twin::ns::run("ip", &["netns", "list"]).unwrap();
     assert!(!list.contains(&leftover), "{list}");
     assert!(!std::path::Path::new(&format!("/etc/netns/{leftover}")).exists());
