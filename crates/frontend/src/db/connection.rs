@@ -26,12 +26,18 @@ pub struct Connection {
     pub recent_visits: Statement,
 }
 
-/// Inserts a batch and names the transaction doing it, so that a COMMIT whose answer is lost can
-/// be looked up afterwards (`txid_status`).
-pub const INSERT_VISITS: &str = "WITH inserted AS (\
+/// Records a batch in one round trip: one statement, committed on its own (no BEGIN/COMMIT), that
+/// inserts the visits together with the batch's id. A batch whose answer was lost is looked up by
+/// that id; sending the statement again is harmless (`ON CONFLICT` inserts nothing twice, and
+/// waits for a first attempt still in progress). Returns the number of visits inserted: all of
+/// them, or none if the batch was already stored.
+pub const INSERT_VISITS: &str = "WITH batch AS (\
+     INSERT INTO visit_batch (id) VALUES ($1) ON CONFLICT (id) DO NOTHING RETURNING id), \
+     inserted AS (\
      INSERT INTO access (last_update, user_agent) \
-     SELECT * FROM unnest($1::timestamptz[], $2::varchar[]) RETURNING 1) \
-     SELECT txid_current(), count(*) FROM inserted";
+     SELECT visit.at, visit.user_agent \
+     FROM unnest($2::timestamptz[], $3::varchar[]) AS visit (at, user_agent), batch RETURNING 1) \
+     SELECT count(*) FROM inserted";
 pub const RECENT_VISITS: &str =
     "SELECT last_update, user_agent FROM access ORDER BY last_update DESC LIMIT 10";
 

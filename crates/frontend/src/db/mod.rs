@@ -19,9 +19,9 @@ use visits::{VisitReader, VisitWriter};
 type Pool = r2d2::Pool<ConnectionManager>;
 
 /// Runs `work` on a pooled connection, and again on another one if the connection was lost
-/// (a restart, a failover, an ended session, rotation). That is safe because `work` never
-/// commits in a way that can fail after the commit took effect: reads commit nothing, and a
-/// write's COMMIT failure is not an error of `work` but resolved by the writer (see `visits`).
+/// (a restart, a failover, an ended session, rotation). That is safe because `work` is
+/// idempotent: reads commit nothing, and a visit batch is stored at most once however often its
+/// statement is sent (see `visits`).
 /// Each retry discards a dead connection, so at most pool-size retries happen, and a pool full of
 /// dead sessions costs no request a failure.
 fn with_connection<T>(
@@ -107,9 +107,9 @@ impl Database {
     pub fn new(settings: DatabaseSettings) -> Result<Self, DatabaseSetupError> {
         let (tls, ssl_mode) = tls::connector(&settings.tls)?;
         let (pool_size, writers, max_batch) = (settings.pool_size, settings.writers, settings.max_batch);
-        // A COMMIT cut off by an outage is resolved once the database is back, given as long as
-        // a connection attempt may take (which is sized for Aurora resuming).
-        let resolve_commit_within = settings.connect_timeout;
+        // A batch whose answer an outage cut off is resolved once the database is back, given as
+        // long as a connection attempt may take (which is sized for Aurora resuming).
+        let resolve_batch_within = settings.connect_timeout;
         let (acquire_timeout, idle_timeout) = (settings.acquire_timeout, settings.idle_timeout);
         let targets = Arc::new(Targets::new(settings, ssl_mode).map_err(DatabaseSetupError::Threads)?);
         let manager = ConnectionManager::new(Arc::clone(&targets), tls);
@@ -124,7 +124,7 @@ impl Database {
             .test_on_check_out(false)
             .error_handler(Box::new(LogConnectErrors))
             .build_unchecked(manager);
-        let writer = VisitWriter::start(pool.clone(), writers, max_batch, resolve_commit_within)
+        let writer = VisitWriter::start(pool.clone(), writers, max_batch, resolve_batch_within)
             .map_err(DatabaseSetupError::Threads)?;
         // The connections the writers leave (validation keeps at least one).
         let reader =

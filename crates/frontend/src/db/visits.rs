@@ -5,19 +5,30 @@
 //! are queued — up to a batch limit — and commit them with one multi-row INSERT. Each request
 //! still waits for its own batch's commit, and a failed batch fails exactly its own requests.
 //!
+//! A batch costs one round trip: a single statement, committed on its own, stores the visits and
+//! the batch's id (`INSERT_VISITS`). Across a VPC every round trip is paid by every visit in the
+//! batch, so BEGIN and COMMIT of their own would triple the time a visit waits. When the answer is
+//! lost (the session ends while the statement is in flight) the batch may or may not be stored;
+//! the id says which: sending the statement again stores nothing twice, and claiming the id
+//! for nothing tells a stored batch from one that never was and now never can be.
+//!
 //! Reads are coalesced the same way: reader threads take every `GET /recent-visits` waiting and
 //! answer them all from one query. A query serves only requests that were queued before it
 //! started, so each answer is at least as fresh as a query of its own would have been.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::types::ToSql;
 use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
 
 use super::connection::Connection;
-use super::{DbError, Pool, error_chain, with_connection};
+use super::{DbError, Pool, connection_was_lost, error_chain, with_connection};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Visit {
@@ -33,14 +44,32 @@ struct Pending {
 /// Queue in front of the writers. Bounded so an outage turns into back-pressure, not memory.
 const QUEUE_CAPACITY: usize = 4096;
 
+/// How often a writer deletes batch ids nobody can ask about any more. Often enough that each
+/// delete is small (it runs on a writer, between two batches).
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
+
+/// Batch ids younger than this are kept. A lost answer is resolved within `resolve_within`, so
+/// anything much older is never looked up again.
+const MIN_BATCH_ID_RETENTION: Duration = Duration::from_secs(600);
+
 pub struct VisitWriter {
     queue: mpsc::Sender<Pending>,
 }
 
+/// What the writers share besides the queue.
+struct Writers {
+    pool: Pool,
+    max_batch: usize,
+    resolve_within: Duration,
+    retention: Duration,
+    /// Seconds since the epoch of the last prune, so that one writer at a time prunes.
+    last_prune: AtomicU64,
+}
+
 impl VisitWriter {
     /// Starts `writers` threads. They stop when the writer is dropped and the queue is empty.
-    /// `resolve_within`: how long a batch whose COMMIT went unanswered waits for the database
-    /// to say whether it committed.
+    /// `resolve_within`: how long a batch whose answer was lost waits for the database to say
+    /// whether it was stored.
     pub fn start(
         pool: Pool,
         writers: u32,
@@ -49,11 +78,18 @@ impl VisitWriter {
     ) -> std::io::Result<Self> {
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let receiver = Arc::new(Mutex::new(receiver));
+        let shared = Arc::new(Writers {
+            pool,
+            max_batch,
+            resolve_within,
+            retention: MIN_BATCH_ID_RETENTION.max(resolve_within * 10),
+            last_prune: AtomicU64::new(epoch_seconds()),
+        });
         for index in 0..writers {
-            let (pool, receiver) = (pool.clone(), Arc::clone(&receiver));
+            let (shared, receiver) = (Arc::clone(&shared), Arc::clone(&receiver));
             thread::Builder::new()
                 .name(format!("visit-writer-{index}"))
-                .spawn(move || write_batches(&pool, &receiver, max_batch, resolve_within))?;
+                .spawn(move || write_batches(&shared, &receiver))?;
         }
         Ok(Self { queue })
     }
@@ -69,30 +105,27 @@ impl VisitWriter {
     }
 }
 
-fn write_batches(
-    pool: &Pool,
-    receiver: &Mutex<mpsc::Receiver<Pending>>,
-    max_batch: usize,
-    resolve_within: Duration,
-) {
-    let mut batch = Vec::with_capacity(max_batch);
+fn write_batches(writers: &Writers, receiver: &Mutex<mpsc::Receiver<Pending>>) {
+    let mut batch = Vec::with_capacity(writers.max_batch);
     // A caller that stopped waiting (client gone) must not get a row it was never told of.
-    while next_batch(receiver, &mut batch, max_batch, |pending| {
+    while next_batch(receiver, &mut batch, writers.max_batch, |pending| {
         pending.committed.is_closed()
     }) {
-        let outcome = match insert(pool, &batch) {
-            Written::Done(outcome) => outcome,
-            Written::CommitUnanswered { xid } => {
+        let id = Uuid::now_v7();
+        match insert(&writers.pool, id, &batch) {
+            Written::Done(outcome) => {
+                for pending in batch.drain(..) {
+                    let _ = pending.committed.send(outcome);
+                }
+            }
+            Written::Unanswered => {
                 // Finding out may take until the database is back; the writer must not wait for
                 // that, or every other visit would wait with it instead of getting its 503.
                 let waiting: Vec<_> = batch.drain(..).map(|pending| pending.committed).collect();
-                resolve_in_background(pool.clone(), xid, resolve_within, waiting);
-                continue;
+                resolve_in_background(writers.pool.clone(), id, writers.resolve_within, waiting);
             }
-        };
-        for pending in batch.drain(..) {
-            let _ = pending.committed.send(outcome);
         }
+        prune_if_due(writers);
     }
 }
 
@@ -121,117 +154,176 @@ fn next_batch<T>(
 /// What became of a batch.
 enum Written {
     Done(Result<(), DbError>),
-    /// The session failed between sending COMMIT and reading its answer: the batch may or may
-    /// not be durable, and only the database can say which.
-    CommitUnanswered {
-        xid: i64,
-    },
+    /// A session ended while the batch's statement was in flight: the batch may or may not be
+    /// stored, and only the database can say which.
+    Unanswered,
 }
 
-fn resolve_in_background(
-    pool: Pool,
-    xid: i64,
-    within: Duration,
-    waiting: Vec<oneshot::Sender<Result<(), DbError>>>,
-) {
-    let answer = move || {
-        let outcome = resolve_commit(&pool, xid, within);
-        for committed in waiting {
-            let _ = committed.send(outcome);
-        }
-    };
-    // A thread per cut-off COMMIT: these come with restarts and failovers, a handful at a time.
-    if let Err(error) = thread::Builder::new()
-        .name("commit-resolver".to_owned())
-        .spawn(answer)
-    {
-        tracing::error!(%error, xid, "cannot start a thread to resolve a COMMIT; its visits get 503");
-    }
-}
-
-fn insert(pool: &Pool, batch: &[Pending]) -> Written {
+fn insert(pool: &Pool, id: Uuid, batch: &[Pending]) -> Written {
     let timestamps: Vec<DateTime<Utc>> = batch.iter().map(|pending| pending.visit.at).collect();
     let user_agents: Vec<Option<&str>> = batch
         .iter()
         .map(|pending| pending.visit.user_agent.as_deref())
         .collect();
+    let mut maybe_stored = false;
     let outcome = with_connection(pool, "recording visits", |connection| {
         let Connection {
             client,
             insert_visits,
             ..
         } = connection;
-        let mut transaction = client.transaction()?;
-        let row = transaction.query_one(&*insert_visits, &[&timestamps, &user_agents])?;
-        let (xid, inserted): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
-        // Up to here nothing is committed: a failure, even a lost connection, leaves no row and
-        // may be retried; from here on only the database can say what happened.
-        Ok(match transaction.commit() {
-            Ok(()) => BatchOutcome::Committed { inserted },
-            Err(error) => BatchOutcome::CommitUnanswered { xid, error },
-        })
+        let sent = !client.is_closed();
+        let mut answered = false;
+        let mut inserted = None;
+        let result = (|| {
+            let params: [&(dyn ToSql + Sync); 3] = [&id, &timestamps, &user_agents];
+            let mut rows = client.query_raw(&*insert_visits, params)?;
+            while let Some(row) = rows.next()? {
+                answered = true;
+                inserted = Some(row.try_get::<_, i64>(0)?);
+            }
+            Ok(inserted)
+        })();
+        // Whether the batch may be stored although the statement failed. The statement commits
+        // after its result row is sent, and the server sends that row before anything it says
+        // later, so an error the server reported before the row (the statement failed, or the
+        // session was ended while idle or mid-statement) means nothing was stored. A session
+        // that ended after the row, or without a word (a crash, a lost network), leaves it open.
+        // Either way the statement may be sent again: it stores a batch at most once.
+        if let Err(error) = &result
+            && sent
+            && connection_was_lost(error)
+            && (answered || error.as_db_error().is_none())
+        {
+            maybe_stored = true;
+        }
+        result
     });
     match outcome {
-        Err(error) => Written::Done(Err(error)),
-        Ok(BatchOutcome::Committed { inserted }) if inserted == batch.len() as i64 => Written::Done(Ok(())),
-        Ok(BatchOutcome::Committed { inserted }) => {
+        Ok(Some(inserted)) if inserted == batch.len() as i64 => Written::Done(Ok(())),
+        // Only a lost answer sends the statement twice: the first attempt had stored the batch.
+        Ok(Some(0)) if maybe_stored => Written::Done(Ok(())),
+        Ok(inserted) => {
             tracing::error!(
-                inserted,
+                ?inserted,
                 expected = batch.len(),
                 "visit batch inserted an unexpected number of rows"
             );
             Written::Done(Err(DbError::Failed))
         }
-        Ok(BatchOutcome::CommitUnanswered { xid, error }) => {
-            tracing::warn!(error = %error_chain(&error), xid, visits = batch.len(), "COMMIT unanswered; asking the database how it ended");
-            Written::CommitUnanswered { xid }
+        Err(_) if maybe_stored => {
+            tracing::warn!(batch = %id, visits = batch.len(), "visit batch unanswered; asking the database whether it was stored");
+            Written::Unanswered
         }
+        Err(error) => Written::Done(Err(error)),
     }
 }
 
-enum BatchOutcome {
-    Committed { inserted: i64 },
-    CommitUnanswered { xid: i64, error: postgres::Error },
+fn resolve_in_background(
+    pool: Pool,
+    id: Uuid,
+    within: Duration,
+    waiting: Vec<oneshot::Sender<Result<(), DbError>>>,
+) {
+    let answer = move || {
+        let outcome = resolve_batch(&pool, id, within);
+        for committed in waiting {
+            let _ = committed.send(outcome);
+        }
+    };
+    // A thread per cut-off batch: these come with restarts and failovers, a handful at a time.
+    if let Err(error) = thread::Builder::new()
+        .name("batch-resolver".to_owned())
+        .spawn(answer)
+    {
+        tracing::error!(%error, batch = %id, "cannot start a thread to resolve a visit batch; its visits get 503");
+    }
 }
 
-/// Answers a batch whose COMMIT went unanswered with what the database recorded: committed
-/// means 200, aborted means 503 with no row. If the database stays unreachable past
-/// `resolve_within`, the requests get 503 although their rows may exist — logged as such, the
-/// one case where a 503 does not prove that nothing was stored.
-fn resolve_commit(pool: &Pool, xid: i64, resolve_within: Duration) -> Result<(), DbError> {
+/// Answers a batch whose answer was lost with what the database recorded: stored means 200,
+/// not stored means 503 with no row. It claims the batch id for nothing: if that inserts, the
+/// batch was never stored and now never can be; if the id exists, the batch was stored. A first
+/// attempt still in progress (its session not yet ended on the server) makes the claim wait for
+/// its outcome. If the database stays unreachable past `resolve_within`, the requests get 503
+/// although their rows may exist — logged as such, the one case where a 503 does not prove that
+/// nothing was stored.
+fn resolve_batch(pool: &Pool, id: Uuid, resolve_within: Duration) -> Result<(), DbError> {
     let deadline = Instant::now() + resolve_within;
     loop {
-        let status = pool
+        let claimed = pool
             .get()
             .map_err(|error| error.to_string())
             .and_then(|mut connection| {
                 connection
                     .client
-                    .query_one("SELECT txid_status($1)", &[&xid])
-                    .and_then(|row| row.try_get::<_, Option<String>>(0))
+                    .execute(
+                        "INSERT INTO visit_batch (id) VALUES ($1) ON CONFLICT (id) DO NOTHING",
+                        &[&id],
+                    )
                     .map_err(|error| error_chain(&error))
             });
-        match status.as_ref().map(Option::as_deref) {
-            Ok(Some("committed")) => {
-                tracing::info!(xid, "the unanswered COMMIT had committed");
+        match claimed {
+            Ok(0) => {
+                tracing::info!(batch = %id, "the unanswered visit batch had been stored");
                 return Ok(());
             }
-            Ok(Some("aborted")) => {
-                tracing::info!(xid, "the unanswered COMMIT had not committed");
+            Ok(_) => {
+                tracing::info!(batch = %id, "the unanswered visit batch had not been stored");
                 return Err(DbError::Unavailable);
             }
-            _ if Instant::now() >= deadline => {
+            Err(error) if Instant::now() >= deadline => {
                 tracing::error!(
-                    xid,
-                    ?status,
-                    "outcome of an unanswered COMMIT unknown; answering 503, rows may exist"
+                    batch = %id,
+                    error,
+                    "outcome of an unanswered visit batch unknown; answering 503, rows may exist"
                 );
                 return Err(DbError::Unavailable);
             }
-            // "in progress" (the ended backend is still finishing) or no connection yet.
-            _ => thread::sleep(Duration::from_millis(100)),
+            Err(_) => thread::sleep(Duration::from_millis(100)),
         }
     }
+}
+
+/// Deletes batch ids older than the retention, at most once per `PRUNE_EVERY` across writers.
+/// Runs only after a batch, so an idle frontend opens no connection and Aurora can pause.
+fn prune_if_due(writers: &Writers) {
+    let now = epoch_seconds();
+    let last = writers.last_prune.load(Ordering::Relaxed);
+    let due = now.saturating_sub(last) >= PRUNE_EVERY.as_secs();
+    if !due
+        || writers
+            .last_prune
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    let cutoff = SystemTime::now()
+        .checked_sub(writers.retention)
+        .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
+        .map(|since| {
+            Uuid::new_v7(uuid::Timestamp::from_unix(
+                uuid::NoContext,
+                since.as_secs(),
+                since.subsec_nanos(),
+            ))
+        });
+    let Some(cutoff) = cutoff else { return };
+    // Ids are UUIDv7: ordered by creation time, so this is a range on the primary key.
+    let pruned = with_connection(&writers.pool, "pruning visit batch ids", |connection| {
+        connection
+            .client
+            .execute("DELETE FROM visit_batch WHERE id < $1", &[&cutoff])
+    });
+    if let Ok(deleted) = pruned {
+        tracing::debug!(deleted, "old visit batch ids pruned");
+    }
+}
+
+fn epoch_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
 
 type Recent = Result<Arc<[Visit]>, DbError>;
@@ -307,7 +399,7 @@ mod tests {
     use crate::config::Config;
     use crate::db::Database;
 
-    async fn database(pg: &Postgres) -> Arc<Database> {
+    async fn database_named(pg: &Postgres) -> (Arc<Database>, String) {
         let name = pg.create_database().expect("database created");
         let port = pg.port().to_string();
         let settings = Config::try_parse_from_args(&[
@@ -329,7 +421,9 @@ mod tests {
             .await
             .expect("setup thread")
             .expect("database set up");
-        Arc::new(database)
+        // The schema is applied on the first connection.
+        database.recent_visits().await.expect("schema applied");
+        (Arc::new(database), name)
     }
 
     /// Coalesced reads are never staler than a read of their own: every read that starts after
@@ -337,7 +431,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn coalesced_reads_see_every_visit_acknowledged_before_they_began() {
         let pg = Postgres::start().expect("PostgreSQL starts");
-        let database = database(&pg).await;
+        let (database, _) = database_named(&pg).await;
         for round in 0..20 {
             let agent = format!("round {round}");
             let visit = Visit {
@@ -362,48 +456,117 @@ mod tests {
         }
     }
 
-    /// A COMMIT whose answer was lost is answered with what the database recorded, and only an
-    /// unreachable database leaves the outcome unknown (then: 503).
+    /// Runs the batch statement itself, in a transaction of the caller's, as a writer would.
+    fn store_batch(
+        client: &mut impl postgres::GenericClient,
+        id: uuid::Uuid,
+        agents: &[&str],
+    ) -> anyhow::Result<i64> {
+        let timestamps = vec![Utc::now(); agents.len()];
+        let agents: Vec<Option<&str>> = agents.iter().copied().map(Some).collect();
+        let row = client.query_one(crate::db::INSERT_VISITS, &[&id, &timestamps, &agents])?;
+        Ok(row.get(0))
+    }
+
+    fn count_visits(pg: &Postgres, database: &str, agent: &str) -> i64 {
+        pg.with_admin_client(database, |client| {
+            let row = client.query_one("SELECT count(*) FROM access WHERE user_agent = $1", &[&agent])?;
+            Ok(row.get(0))
+        })
+        .expect("count")
+    }
+
+    /// Sending a batch's statement again (after a lost answer) stores nothing twice.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_unanswered_commit_is_answered_with_what_the_database_recorded() {
+    async fn a_batch_sent_twice_is_stored_once() {
+        let pg = Postgres::start().expect("PostgreSQL starts");
+        let (database, name) = database_named(&pg).await;
+        drop(database);
+        let id = uuid::Uuid::now_v7();
+        let inserted = pg
+            .with_admin_client(&name, |client| {
+                Ok((
+                    store_batch(client, id, &["twice", "twice"])?,
+                    store_batch(client, id, &["twice", "twice"])?,
+                ))
+            })
+            .expect("both sends answered");
+        assert_eq!(inserted, (2, 0));
+        assert_eq!(count_visits(&pg, &name, "twice"), 2);
+    }
+
+    /// A batch whose answer was lost is answered with what the database recorded — also when the
+    /// first attempt is still in progress — and only an unreachable database leaves the outcome
+    /// unknown (then: 503).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unanswered_batch_is_answered_with_what_the_database_recorded() {
         use std::time::{Duration, Instant};
 
-        use super::resolve_commit;
+        use super::resolve_batch;
         use crate::db::DbError;
 
         let mut pg = Postgres::start().expect("PostgreSQL starts");
-        let database = database(&pg).await;
-        let (committed, aborted) = pg
-            .with_admin_client("postgres", |client| {
-                let mut transaction = client.transaction()?;
-                let committed: i64 = transaction.query_one("SELECT txid_current()", &[])?.get(0);
-                transaction.commit()?;
-                let mut transaction = client.transaction()?;
-                let aborted: i64 = transaction.query_one("SELECT txid_current()", &[])?.get(0);
-                transaction.rollback()?;
-                Ok((committed, aborted))
-            })
-            .expect("two transactions");
-
-        let resolve = |xid: i64, within: Duration| {
+        let (database, name) = database_named(&pg).await;
+        let resolve = |id: uuid::Uuid, within: Duration| {
             let database = Arc::clone(&database);
-            tokio::task::spawn_blocking(move || resolve_commit(&database.pool, xid, within))
+            tokio::task::spawn_blocking(move || resolve_batch(&database.pool, id, within))
         };
+
+        let stored = uuid::Uuid::now_v7();
+        pg.with_admin_client(&name, |client| store_batch(client, stored, &["stored"]))
+            .expect("batch stored");
+        assert_eq!(resolve(stored, Duration::from_secs(5)).await.expect("thread"), Ok(()));
+
+        let never_sent = uuid::Uuid::now_v7();
         assert_eq!(
-            resolve(committed, Duration::from_secs(5)).await.expect("thread"),
-            Ok(())
-        );
-        assert_eq!(
-            resolve(aborted, Duration::from_secs(5)).await.expect("thread"),
+            resolve(never_sent, Duration::from_secs(5)).await.expect("thread"),
             Err(DbError::Unavailable)
         );
+        let late = pg
+            .with_admin_client(&name, |client| store_batch(client, never_sent, &["late"]))
+            .expect("statement answered");
+        assert_eq!(late, 0, "a batch resolved as not stored can never be stored afterwards");
+        assert_eq!(count_visits(&pg, &name, "late"), 0);
+
+        // A first attempt still running when the resolver asks: the answer waits for its end.
+        for (commit, expected) in [(true, Ok(())), (false, Err(DbError::Unavailable))] {
+            let in_flight = uuid::Uuid::now_v7();
+            let (sent, sent_rx) = std::sync::mpsc::channel();
+            let (end, end_rx) = std::sync::mpsc::channel::<bool>();
+            let mut config = postgres::Config::new();
+            config
+                .host(pg.host())
+                .port(pg.port())
+                .user("postgres")
+                .password(pg.superuser_password())
+                .dbname(&name);
+            let first_attempt = {
+                std::thread::spawn(move || -> anyhow::Result<()> {
+                    let mut client = config.connect(postgres::NoTls)?;
+                    let mut transaction = client.transaction()?;
+                    store_batch(&mut transaction, in_flight, &["in flight"])?;
+                    sent.send(())?;
+                    if end_rx.recv()? {
+                        transaction.commit()?;
+                    } else {
+                        transaction.rollback()?;
+                    }
+                    Ok(())
+                })
+            };
+            sent_rx.recv().expect("first attempt sent");
+            let answer = resolve(in_flight, Duration::from_secs(30));
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(!answer.is_finished(), "the resolver waits for the first attempt");
+            end.send(commit).expect("first attempt waiting");
+            first_attempt.join().expect("thread").expect("first attempt ends");
+            assert_eq!(answer.await.expect("thread"), expected, "first attempt committed: {commit}");
+        }
 
         pg.stop().expect("PostgreSQL stops");
         let started = Instant::now();
         assert_eq!(
-            resolve(committed, Duration::from_millis(500))
-                .await
-                .expect("thread"),
+            resolve(stored, Duration::from_millis(500)).await.expect("thread"),
             Err(DbError::Unavailable),
             "unknown outcome: no 200 without proof"
         );
