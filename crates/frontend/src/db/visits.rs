@@ -212,7 +212,7 @@ fn insert(pool: &Pool, id: Uuid, batch: &[Pending]) -> Written {
             Written::Done(Err(DbError::Failed))
         }
         Err(_) if maybe_stored => {
-            tracing::warn!(batch = %id, visits = batch.len(), "visit batch unanswered; asking the database whether it was stored");
+            tracing::warn!(batch = %id, visits = batch.len(), "COMMIT unanswered (the batch's statement commits on its own); asking the database whether the batch was stored");
             Written::Unanswered
         }
         Err(error) => Written::Done(Err(error)),
@@ -515,7 +515,10 @@ mod tests {
         let stored = uuid::Uuid::now_v7();
         pg.with_admin_client(&name, |client| store_batch(client, stored, &["stored"]))
             .expect("batch stored");
-        assert_eq!(resolve(stored, Duration::from_secs(5)).await.expect("thread"), Ok(()));
+        assert_eq!(
+            resolve(stored, Duration::from_secs(5)).await.expect("thread"),
+            Ok(())
+        );
 
         let never_sent = uuid::Uuid::now_v7();
         assert_eq!(
@@ -525,7 +528,10 @@ mod tests {
         let late = pg
             .with_admin_client(&name, |client| store_batch(client, never_sent, &["late"]))
             .expect("statement answered");
-        assert_eq!(late, 0, "a batch resolved as not stored can never be stored afterwards");
+        assert_eq!(
+            late, 0,
+            "a batch resolved as not stored can never be stored afterwards"
+        );
         assert_eq!(count_visits(&pg, &name, "late"), 0);
 
         // A first attempt still running when the resolver asks: the answer waits for its end.
@@ -560,7 +566,11 @@ mod tests {
             assert!(!answer.is_finished(), "the resolver waits for the first attempt");
             end.send(commit).expect("first attempt waiting");
             first_attempt.join().expect("thread").expect("first attempt ends");
-            assert_eq!(answer.await.expect("thread"), expected, "first attempt committed: {commit}");
+            assert_eq!(
+                answer.await.expect("thread"),
+                expected,
+                "first attempt committed: {commit}"
+            );
         }
 
         pg.stop().expect("PostgreSQL stops");
