@@ -5,7 +5,8 @@
 # Idempotent: a venv holding exactly the pinned set is left alone, one holding anything else is
 # made anew.
 #
-#   tests/bench/setup.sh              everything (apt-get needs root)
+#   tests/bench/setup.sh              everything for a quick run (apt-get needs root)
+#   tests/bench/setup.sh --musl       also what the static musl build needs (full runs)
 #   tests/bench/setup.sh --seed-venv  only the venv (no root: what the seed's own test needs)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -35,6 +36,8 @@ if [ "${1:-}" = "--seed-venv" ]; then
     seed_venv
     exit 0
 fi
+with_musl=false
+[ "${1:-}" = "--musl" ] && with_musl=true
 
 have_pgbench() {
     compgen -G '/usr/lib/postgresql/*/bin/pgbench' >/dev/null || { [ -n "${PG_BIN:-}" ] && [ -x "$PG_BIN/pgbench" ]; }
@@ -46,6 +49,11 @@ have_pgbench || missing+=(postgresql)
 command -v runuser >/dev/null || missing+=(util-linux)
 # Debian's python3 makes venvs only with python3-venv (which brings ensurepip).
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+# The static musl build of the frontend (the images' C library) needs musl's C compiler for ring
+# and mimalloc, and Rust's musl target.
+if $with_musl; then
+    command -v musl-gcc >/dev/null || missing+=(musl-tools)
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
     echo "bench setup: wrk, pgbench and python3 -m venv present"
@@ -58,6 +66,10 @@ else
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if $with_musl && ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
+    echo "bench setup: adding Rust's x86_64-unknown-linux-musl target"
+    rustup target add x86_64-unknown-linux-musl
 fi
 seed_venv
 echo "bench setup: done"

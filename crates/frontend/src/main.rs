@@ -3,6 +3,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use frontend::Config;
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let settings = match Config::parse().validate() {
         Ok(settings) => settings,

@@ -225,16 +225,18 @@ fn percentile(sorted: &[u64], fraction: f64) -> f64 {
     sorted[index] as f64
 }
 
-/// The transaction the frontend's visit writers run (`crates/frontend/src/db/visits.rs` and
-/// `connection.rs`: BEGIN, the batch INSERT reporting its transaction id, COMMIT), with the arrays
-/// built server-side for a batch of `rows` visits sharing one timestamp, as a batch does.
+/// The statement the frontend's visit writers send (`crates/frontend/src/db/connection.rs`,
+/// `INSERT_VISITS`: one statement committed on its own that stores the batch and its id, one round
+/// trip), with the arrays built server-side for a batch of `rows` visits sharing one timestamp, as
+/// a batch does. The batch id is `gen_random_uuid()` (PostgreSQL 15 has no UUIDv7; the frontend's
+/// ids are time-ordered, so its primary-key inserts land at the index's right edge).
 pub fn insert_script(rows: usize) -> String {
     format!(
-        "BEGIN;\n\
-         WITH inserted AS (INSERT INTO access (last_update, user_agent) SELECT * FROM unnest(\
-         array_fill(clock_timestamp(), ARRAY[{rows}]), array_fill(:ua::varchar, ARRAY[{rows}])) RETURNING 1) \
-         SELECT txid_current(), count(*) FROM inserted;\n\
-         COMMIT;\n"
+        "WITH batch AS (INSERT INTO visit_batch (id) VALUES (gen_random_uuid()) ON CONFLICT (id) DO NOTHING RETURNING id), \
+         inserted AS (INSERT INTO access (last_update, user_agent) SELECT visit.at, visit.user_agent \
+         FROM unnest(array_fill(clock_timestamp(), ARRAY[{rows}]), array_fill(:ua::varchar, ARRAY[{rows}])) \
+         AS visit (at, user_agent), batch RETURNING 1) \
+         SELECT count(*) FROM inserted;\n"
     )
 }
 

@@ -52,9 +52,11 @@ impl Seed {
     pub fn url(&self, path: &str) -> String {
         self.service.url(path)
     }
+}
 
-    /// Its process id (for memory figures).
-    pub fn pid(&self) -> u32 {
+#[cfg(test)]
+impl Seed {
+    fn pid(&self) -> u32 {
         self.service.pid()
     }
 }
@@ -89,20 +91,8 @@ mod tests {
     const ROLE: &str = "apprunnerdemo";
     const PASSWORD: &str = "seed-test-password-not-secret";
 
-    /// CI's tests/setup does not run tests/bench/setup.sh, so the test makes the venv itself (the
-    /// same script, so one place pins it; seconds when it is already there).
-    fn install_the_venv() -> Result<()> {
-        let script = harness::workspace_root().join("tests/bench/setup.sh");
-        let status = Command::new("bash").arg(&script).arg("--seed-venv").status()?;
-        if !status.success() {
-            bail!("{} --seed-venv failed ({status})", script.display());
-        }
-        Ok(())
-    }
-
     #[test]
     fn the_seed_registers_a_visit_lists_it_and_dies_with_its_handle() -> Result<()> {
-        install_the_venv()?;
         let pg = Postgres::start()?;
         pg.create_role(ROLE, PASSWORD)?;
         pg.create_named_database(DATABASE, ROLE)?;
