@@ -18,7 +18,16 @@ let
 
   caBundle = "${pkgs.cacert}/etc/ssl/certs/ca-bundle.crt";
 
-  image = name: service: pkgs.dockerTools.buildLayeredImage {
+  # mimalloc's options for the frontend (rust.nix links it in): give memory back to the system at
+  # once and commit arena memory as it is used. With mimalloc's defaults the frontend's peak RSS
+  # was 54 MiB under load and 362 MiB after 64 concurrent private-service calls; with these, 22
+  # and 61 MiB (musl's own malloc: 20 and 38 MiB, at 20-45 % less throughput; crates/frontend/src/main.rs).
+  mimallocEnv = [
+    "MIMALLOC_PURGE_DELAY=0"
+    "MIMALLOC_ARENA_EAGER_COMMIT=0"
+  ];
+
+  image = name: service: extraEnv: pkgs.dockerTools.buildLayeredImage {
     inherit name;
     # No `tag`: dockerTools then uses the image's store hash (exposed as `imageTag`).
     # Everything below that names a store path (the binary, the CA bundle) is pulled into the image.
@@ -29,7 +38,7 @@ let
       Env = [
         "PORT=8080"
         "SSL_CERT_FILE=${caBundle}"
-      ];
+      ] ++ extraEnv;
       Labels = labels // {
         "org.opencontainers.image.title" = name;
         "org.opencontainers.image.version" = service.version;
@@ -37,8 +46,8 @@ let
     };
   };
 
-  frontend = image "frontend" services.frontend;
-  private-service = image "private-service" services.private-service;
+  frontend = image "frontend" services.frontend mimallocEnv;
+  private-service = image "private-service" services.private-service [ ];
 in
 {
   inherit frontend private-service;

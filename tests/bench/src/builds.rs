@@ -17,6 +17,13 @@ use crate::{ms, rate, say, wait_for_schema};
 /// Connections of every load in the comparison.
 const CONNECTIONS: u32 = 64;
 
+/// mimalloc's options as the frontend's image sets them (nix/images.nix, `mimallocEnv`): builds
+/// with mimalloc run with them, as deployed.
+const IMAGE_MIMALLOC_ENV: [(&str, &str); 2] = [
+    ("MIMALLOC_PURGE_DELAY", "0"),
+    ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
+];
+
 /// `name=path`, as given on the command line.
 #[derive(Clone, Debug)]
 pub struct Build {
@@ -60,8 +67,12 @@ pub fn compare(
             let size_bytes = std::fs::metadata(&build.path)
                 .with_context(|| format!("the {} build at {}", build.name, build.path.display()))?
                 .len();
+            let mimalloc_env = IMAGE_MIMALLOC_ENV
+                .iter()
+                .filter(|_| build.name.contains("mimalloc"));
             let frontend = ServiceCommand::new(&build.path)
                 .envs(env.iter().cloned())
+                .envs(mimalloc_env.copied())
                 .env("ECSPRIVATESERVICE", private_service_url)
                 .spawn()?;
             wait_for_schema(&frontend)?;
@@ -87,7 +98,8 @@ pub fn markdown(measured: &[Measured]) -> String {
         "\n## The frontend's builds compared (allocator, C library)\n\n\
          The same loads at {CONNECTIONS} connections on loopback, each build started fresh, one after another \
          (`GET /` and `/recent-visits` on the table as the loopback runs left it, then the private-service fan-out). \
-         RSS is the peak (VmHWM) before and after the fan-out.\n\n\
+         RSS is the peak (VmHWM) before and after the fan-out. Builds with mimalloc run with the options the image \
+         sets (`MIMALLOC_PURGE_DELAY=0`, `MIMALLOC_ARENA_EAGER_COMMIT=0`, nix/images.nix).\n\n\
          | build | binary MiB | GET / req/s | p99 ms | /recent-visits req/s | p99 ms | RSS MiB | /ecs-private-service req/s | p99 ms | RSS after fan-out MiB |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     );
