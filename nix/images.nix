@@ -20,8 +20,8 @@ let
 
   # mimalloc's options for the frontend (rust.nix links it in): give memory back to the system at
   # once and commit arena memory as it is used. With mimalloc's defaults the frontend's peak RSS
-  # was 54 MiB under load and 362 MiB after 64 concurrent private-service calls; with these, 22
-  # and 61 MiB (musl's own malloc: 20 and 38 MiB, at 20-45 % less throughput; crates/frontend/src/main.rs).
+  # was 60 MiB under load and 367 MiB after 64 concurrent private-service calls; with these, 22
+  # and 61 MiB (tests/bench/RESULTS.md; why mimalloc at all: crates/frontend/src/main.rs).
   mimallocEnv = [
     "MIMALLOC_PURGE_DELAY=0"
     "MIMALLOC_ARENA_EAGER_COMMIT=0"

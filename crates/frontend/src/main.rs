@@ -4,12 +4,13 @@ use clap::Parser;
 use frontend::Config;
 
 // The images link musl statically, and musl's malloc is slow under multi-threaded load. Measured
-// (tests/bench, "builds compared", 64 connections, static musl builds, two runs minutes apart):
-// musl's malloc 12.7 k GET / and 8.5 k /recent-visits req/s, p99 15 ms, peak RSS 20 MiB (38 MiB
-// after 64 concurrent private-service calls); mimalloc 15.5 k and 14.8 k req/s, p99 10 ms, 22 MiB
-// (61 MiB) with MIMALLOC_PURGE_DELAY=0 and MIMALLOC_ARENA_EAGER_COMMIT=0 — without those options
-// 54 MiB (362 MiB). So the image build enables this feature and sets the options in the image's
-// environment (nix/rust.nix, nix/images.nix). mimalloc v2 did no better (15.0 k, 14.0 k, 23 MiB).
+// (tests/bench/RESULTS.md, "builds compared": static musl builds at 64 connections, same run):
+// musl's malloc 12.2 k GET / and 8.2 k /recent-visits req/s, 1.3 k private-service calls/s, peak
+// RSS 20 MiB (37 MiB after the private-service fan-out); mimalloc 12.7 k, 12.1 k and 1.5 k, 22 MiB
+// (61 MiB), with MIMALLOC_PURGE_DELAY=0 and MIMALLOC_ARENA_EAGER_COMMIT=0. Without those options
+// mimalloc held 60 MiB under load and 367 MiB after the fan-out (run b185182). So the image build
+// enables this feature and sets the options in the image's environment (nix/rust.nix,
+// nix/images.nix). mimalloc v2 did no better in a shorter run.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
