@@ -438,6 +438,31 @@ struct Report {
     quick: bool,
 }
 
+/// `/ecs-private-service` through the frontend against the private service called directly, per
+/// connection count.
+fn private_service_table(private: &[(u32, Run, Run)]) -> String {
+    let mut md = String::from(
+        "| conns | through frontend req/s | p50 ms | p99 ms | errors | direct req/s | p50 ms | p99 ms | added p50 ms | added p99 ms |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (connections, through, direct) in private {
+        let _ = writeln!(
+            md,
+            "| {connections} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            rate(through.per_second),
+            ms(through.p50_us),
+            ms(through.p99_us),
+            through.errors,
+            rate(direct.per_second),
+            ms(direct.p50_us),
+            ms(direct.p99_us),
+            ms(through.p50_us - direct.p50_us),
+            ms(through.p99_us - direct.p99_us),
+        );
+    }
+    md
+}
+
 fn ms(us: f64) -> String {
     format!("{:.2}", us / 1000.0)
 }
@@ -558,25 +583,9 @@ impl Report {
         let _ = writeln!(
             md,
             "\n## `GET /ecs-private-service` vs the private service directly\n\n\
-             The private service reads a local stand-in for the ECS task metadata endpoint on every call.\n\n\
-             | conns | through frontend req/s | p50 ms | p99 ms | errors | direct req/s | p50 ms | p99 ms | added p50 ms | added p99 ms |\n\
-             |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+             The private service reads a local stand-in for the ECS task metadata endpoint on every call.\n"
         );
-        for (connections, through, direct) in &self.private {
-            let _ = writeln!(
-                md,
-                "| {connections} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                rate(through.per_second),
-                ms(through.p50_us),
-                ms(through.p99_us),
-                through.errors,
-                rate(direct.per_second),
-                ms(direct.p50_us),
-                ms(direct.p99_us),
-                ms(through.p50_us - direct.p50_us),
-                ms(through.p99_us - direct.p99_us),
-            );
-        }
+        md.push_str(&private_service_table(&self.private));
 
         let fmt_ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1000.0);
         let worst = |times: &[Duration]| times.iter().max().copied().unwrap_or_default();

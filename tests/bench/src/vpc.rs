@@ -28,7 +28,7 @@ use crate::link::{Link, OwnLatency};
 use crate::load::{Pgbench, Run, SELECT_SCRIPT, Wrk, insert_script};
 use crate::seed::{Seed, SeedDatabase};
 use crate::system::peak_rss_kib;
-use crate::{ms, prefill, rate, say, wait_for_schema, write_counters};
+use crate::{ms, prefill, private_service_table, rate, say, wait_for_schema, write_counters};
 
 /// One way, frontend ↔ PostgreSQL and frontend ↔ private service.
 pub const ONE_WAY: Duration = Duration::from_micros(500);
@@ -301,23 +301,9 @@ impl Profile {
         }
         let _ = writeln!(
             md,
-            "\n### `GET /ecs-private-service` vs the private service through the link\n\n\
-             | conns | through frontend req/s | p50 ms | p99 ms | errors | direct req/s | p50 ms | p99 ms |\n\
-             |---:|---:|---:|---:|---:|---:|---:|---:|"
+            "\n### `GET /ecs-private-service` vs the private service through the link\n"
         );
-        for (connections, through, direct) in &self.private {
-            let _ = writeln!(
-                md,
-                "| {connections} | {} | {} | {} | {} | {} | {} | {} |",
-                rate(through.per_second),
-                ms(through.p50_us),
-                ms(through.p99_us),
-                through.errors,
-                rate(direct.per_second),
-                ms(direct.p50_us),
-                ms(direct.p99_us),
-            );
-        }
+        md.push_str(&private_service_table(&self.private));
         let _ = writeln!(
             md,
             "\nFrontend peak RSS (VmHWM): {:.1} MiB after the `GET /` and `/recent-visits` loads, {:.1} MiB after the \

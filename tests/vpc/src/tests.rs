@@ -179,15 +179,7 @@ fn the_matrix_of_the_real_program() {
 #[test]
 fn mutations_change_exactly_the_paths_they_should() {
     let text = program_text();
-    let no_db_ingress =
-        program::from_yaml(&program::without_resource(&text, "db-from-connector").unwrap()).unwrap();
-    let (got, because) = verdict(&no_db_ingress, "apprunner", "aurora", 5432);
-    assert_eq!(got, Verdict::Blocked);
-    assert!(because.starts_with("ingress of db-sg"), "{because}");
-    assert_eq!(
-        verdict(&no_db_ingress, "apprunner", "task-1", 8080).0,
-        Verdict::Open
-    );
+    without_the_database_ingress_rule_only_the_database_is_cut_off(&text, "db-from-connector", "apprunner");
 
     let no_ps_ingress =
         program::from_yaml(&program::without_resource(&text, "private-service-from-connector").unwrap())
@@ -551,15 +543,7 @@ fn express_mutations_change_exactly_the_paths_they_should() {
     assert_eq!(got, Verdict::Open);
     assert!(because.contains("nat-1"), "{because}");
 
-    let no_db_ingress =
-        program::from_yaml(&program::without_resource(&text, "db-from-frontend").unwrap()).unwrap();
-    let (got, because) = verdict(&no_db_ingress, "frontend", "aurora", 5432);
-    assert_eq!(got, Verdict::Blocked);
-    assert!(because.starts_with("ingress of db-sg"), "{because}");
-    assert_eq!(
-        verdict(&no_db_ingress, "frontend", "task-1", 8080).0,
-        Verdict::Open
-    );
+    without_the_database_ingress_rule_only_the_database_is_cut_off(&text, "db-from-frontend", "frontend");
 
     // Express Mode's service group allows all outbound traffic: the program's HTTPS egress
     // rule does not decide whether the tasks reach Secrets Manager.
@@ -625,4 +609,14 @@ fn a_program_with_no_frontend_or_two_is_an_error_naming_both_kinds() {
         error.contains("aws:apprunner:Service") && error.contains("aws:ecs:ExpressGatewayService"),
         "{error}"
     );
+}
+
+/// Without `rule` (the database's only ingress), `frontend` no longer reaches Aurora, and the rule
+/// is what the verdict names; its path to the private service is untouched.
+fn without_the_database_ingress_rule_only_the_database_is_cut_off(text: &str, rule: &str, frontend: &str) {
+    let mutated = program::from_yaml(&program::without_resource(text, rule).unwrap()).unwrap();
+    let (got, because) = verdict(&mutated, frontend, "aurora", 5432);
+    assert_eq!(got, Verdict::Blocked);
+    assert!(because.starts_with("ingress of db-sg"), "{because}");
+    assert_eq!(verdict(&mutated, frontend, "task-1", 8080).0, Verdict::Open);
 }
