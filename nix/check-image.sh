@@ -5,18 +5,20 @@
 # /bin or /etc), and the archive within its size budget. checks.images-contract runs it for both
 # images; tests/nix/check.sh runs it against archives laid out the same way (tests/nix/image_archive.py).
 #
-# Usage: check-image.sh NAME ARCHIVE ENTRYPOINT CLOSURE MAX_BYTES
+# Usage: check-image.sh NAME ARCHIVE ENTRYPOINT CLOSURE MAX_BYTES [ENV_ENTRY...]
 #   NAME        image name, for messages
 #   ARCHIVE     the .tar.gz docker-archive
 #   ENTRYPOINT  absolute path of the binary the image must start
 #   CLOSURE     file with one store path per line (closureInfo's store-paths): exactly these may
 #               be in the image
 #   MAX_BYTES   size budget of the archive
+#   ENV_ENTRY   NAME=VALUE the image's Env must hold as well (e.g. the frontend's mimalloc options)
 # Needs bash, GNU tar (with gzip), jq and coreutils. Exits 1 with one line per broken promise.
 set -euo pipefail
 
-[ "$#" -eq 5 ] || { echo "usage: $0 NAME ARCHIVE ENTRYPOINT CLOSURE MAX_BYTES" >&2; exit 2; }
+[ "$#" -ge 5 ] || { echo "usage: $0 NAME ARCHIVE ENTRYPOINT CLOSURE MAX_BYTES [ENV_ENTRY...]" >&2; exit 2; }
 name=$1 archive=$2 entrypoint=$3 closure=$4 max_bytes=$5
+shift 5
 
 problems=()
 problem() { problems+=("images-contract: $name: $*"); }
@@ -44,6 +46,10 @@ jq -e '.config.Env // [] | index("PORT=8080") != null' "$config" >/dev/null \
   || problem "Env has no PORT=8080 ($(jq -c '[.config.Env // [] | .[] | select(startswith("PORT="))]' "$config"))"
 jq -e --arg exe "$entrypoint" '.config.Entrypoint == [$exe]' "$config" >/dev/null \
   || problem "Entrypoint is $(jq -c '.config.Entrypoint' "$config"), not [\"$entrypoint\"]"
+for entry in "$@"; do
+  jq -e --arg entry "$entry" '.config.Env // [] | index($entry) != null' "$config" >/dev/null \
+    || problem "Env has no $entry"
+done
 ca_bundle=$(jq -r '.config.Env // [] | map(select(startswith("SSL_CERT_FILE="))) | first // "" | ltrimstr("SSL_CERT_FILE=")' "$config")
 [ -n "$ca_bundle" ] || problem "Env has no SSL_CERT_FILE"
 

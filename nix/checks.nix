@@ -77,8 +77,8 @@ let
     '';
   };
 
-  # What App Runner and the README rely on, read back from the built tarballs: user, port, env,
-  # entrypoint, nothing but the binary's and the CA bundle's store paths (no shell, no libc), size.
+  # What App Runner and the README rely on, read back from the built tarballs: user, port, env
+  # (with the frontend's mimalloc options), entrypoint, nothing but the binary's and the CA bundle's store paths (no shell, no libc), size.
   imageChecks = lib.optionalAttrs (images != null) {
     images = images.all;
 
@@ -89,7 +89,8 @@ let
         maxBytes = 20 * 1024 * 1024;
         expect = name: service: ''
           bash ${./check-image.sh} ${name} ${images.${name}} ${lib.getExe service} \
-            ${pkgs.closureInfo { rootPaths = [ service pkgs.cacert ]; }}/store-paths ${toString maxBytes}
+            ${pkgs.closureInfo { rootPaths = [ service pkgs.cacert ]; }}/store-paths ${toString maxBytes} \
+            ${lib.escapeShellArgs images.extraEnv.${name}}
         '';
       in
       # stdenv has all but jq already; listed so the script's needs are stated where it runs.

@@ -52,6 +52,12 @@ in
 {
   inherit frontend private-service;
 
+  # The Env entries each image must carry beyond PORT and SSL_CERT_FILE (checks.images-contract).
+  extraEnv = {
+    frontend = mimallocEnv;
+    private-service = [ ];
+  };
+
   # `nix build .#images` -> result/frontend.tar.gz and result/private-service.tar.gz; the Pulumi
   # program and apps.push-images read these two names.
   all = pkgs.linkFarm "images" [

@@ -10,7 +10,7 @@
 #   5. no-c-tls      Cargo.lock has no C TLS crate (aws-lc-sys, aws-lc-rs, openssl-sys, openssl,
 #                    native-tls): the static musl images depend on it
 #   6. no-c-tls-bites  the same assertion rejects a lock file that has one, so it cannot pass vacuously
-#   7. images-*      nix/check-image.sh (checks.images-contract) against docker-archives laid out as
+#   7. images-*      nix/check-image.sh (checks.images-contract, with the frontend's extra Env) against docker-archives laid out as
 #                    nixpkgs' stream_layered_image.py + buildLayeredImage lay them out
 #                    (tests/nix/image_archive.py, from a fake store): it accepts a correct image and
 #                    rejects, each with its own message, an extra file (in /bin or beside the store),
@@ -93,6 +93,9 @@ busybox_path=$store/4hq1jd8kzhfcm8s3ia5c2x8wh9bmrxgl-busybox-1.36.1
 glibc_path=$store/7m0l3zbmdk3fcjm4wdxy7k1ad2alq8hd-glibc-2.40-66
 tzdata_path=$store/pq2wq6m4rw0i4b5qxd9x6sm2ajm0ph6s-tzdata-2025b
 entrypoint=$frontend_path/bin/frontend
+# The Env entries nix/images.nix adds to the frontend's image (mimallocEnv), read from the file so
+# the fixture and checks.images-contract's arguments cannot drift from it.
+mapfile -t frontend_extra_env < <(sed -n '/mimallocEnv = \[/,/\];/s/^ *"\(.*\)"$/\1/p' nix/images.nix)
 ca_bundle=$cacert_path/etc/ssl/certs/ca-bundle.crt
 image_budget=$((20 * 1024 * 1024))
 
@@ -114,9 +117,9 @@ make_image_fixture() {
   # The image's `config` as nix/images.nix sets it, and closureInfo's store-paths for it.
   jq -n --arg exe "$entrypoint" --arg ca "$ca_bundle" '{
     Entrypoint: [$exe], User: "65534:65534", ExposedPorts: {"8080/tcp": {}},
-    Env: ["PORT=8080", "SSL_CERT_FILE=\($ca)"],
+    Env: (["PORT=8080", "SSL_CERT_FILE=\($ca)"] + $ARGS.positional),
     Labels: {"org.opencontainers.image.title": "frontend", "org.opencontainers.image.version": "0.1.0"}
-  }' >"$work/image-config.json"
+  }' --args "${frontend_extra_env[@]}" >"$work/image-config.json"
   printf '%s\n' "$cacert_path" "$frontend_path" >"$work/image-closure"
 }
 
@@ -133,7 +136,7 @@ image_archive() {
 
 run_contract() {
   bash nix/check-image.sh frontend "$work/image.tar.gz" "$entrypoint" \
-    "${closure:-$work/image-closure}" "${budget:-$image_budget}"
+    "${closure:-$work/image-closure}" "${budget:-$image_budget}" "${frontend_extra_env[@]}"
 }
 
 contract_accepts() {
@@ -206,6 +209,12 @@ rejects_wrong_port() {
     contract_rejects 'exposed ports are ["8081/tcp"], not ["8080/tcp"]' \
     --layer "$frontend_path" --layer "$cacert_path" || return 1
   grep -qF 'Env has no PORT=8080 (["PORT=8081"])' "$work/contract-out"
+}
+rejects_missing_mimalloc_option() {
+  [ "${#frontend_extra_env[@]}" -ge 1 ] || { echo "no mimallocEnv entries found in nix/images.nix"; return 1; }
+  local dropped=${frontend_extra_env[0]}
+  config_edit=".Env -= [\"$dropped\"]" contract_rejects "Env has no $dropped" \
+    --layer "$frontend_path" --layer "$cacert_path"
 }
 rejects_oversize() {
   # The budget is a parameter: one byte under this archive's size stands in for 20 MiB.
@@ -292,6 +301,7 @@ check images-contract-rejects-missing-ca-bundle rejects_missing_ca_bundle
 check images-contract-rejects-root-user rejects_root_user
 check images-contract-rejects-no-user rejects_no_user
 check images-contract-rejects-wrong-port rejects_wrong_port
+check images-contract-rejects-missing-mimalloc-option rejects_missing_mimalloc_option
 check images-contract-rejects-oversize rejects_oversize
 check images-contract-rejects-uncompressed rejects_uncompressed
 check images-contract-rejects-libc-and-shell rejects_libc_and_shell
