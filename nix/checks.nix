@@ -78,7 +78,8 @@ let
   };
 
   # What App Runner and the README rely on, read back from the built tarballs: user, port, env
-  # (with the frontend's mimalloc options), entrypoint, nothing but the binary's and the CA bundle's store paths (no shell, no libc), size.
+  # (the frontend's mimalloc options too), entrypoint, nothing but the binary's and the CA
+  # bundle's store paths (no shell, no libc), size.
   imageChecks = lib.optionalAttrs (images != null) {
     images = images.all;
 

@@ -10,12 +10,12 @@
 #   5. no-c-tls      Cargo.lock has no C TLS crate (aws-lc-sys, aws-lc-rs, openssl-sys, openssl,
 #                    native-tls): the static musl images depend on it
 #   6. no-c-tls-bites  the same assertion rejects a lock file that has one, so it cannot pass vacuously
-#   7. images-*      nix/check-image.sh (checks.images-contract, with the frontend's extra Env) against docker-archives laid out as
-#                    nixpkgs' stream_layered_image.py + buildLayeredImage lay them out
+#   7. images-*      nix/check-image.sh (checks.images-contract) against docker-archives laid out
+#                    as nixpkgs' stream_layered_image.py + buildLayeredImage lay them out
 #                    (tests/nix/image_archive.py, from a fake store): it accepts a correct image and
 #                    rejects, each with its own message, an extra file (in /bin or beside the store),
-#                    an extra store path, a missing CA bundle, a root user, a wrong port, an oversize
-#                    or uncompressed archive, a libc or shell
+#                    an extra store path, a missing CA bundle, a root user, a wrong port, a missing
+#                    mimalloc option, an oversize or uncompressed archive, a libc or shell
 #   8. nix-fmt-tree  the flake's formatter (nix/nixpkgs-fmt-tree.sh) with no arguments and stdin closed
 #                    formats the whole tree and returns; paths and flags are passed through
 #
@@ -95,6 +95,8 @@ tzdata_path=$store/pq2wq6m4rw0i4b5qxd9x6sm2ajm0ph6s-tzdata-2025b
 entrypoint=$frontend_path/bin/frontend
 # The Env entries nix/images.nix adds to the frontend's image (mimallocEnv), read from the file so
 # the fixture and checks.images-contract's arguments cannot drift from it.
+# nixpkgs-fmt keeps the list one entry per line, which the sed relies on; an empty result fails every
+# images-* check below rather than letting them pass without the entries.
 mapfile -t frontend_extra_env < <(sed -n '/mimallocEnv = \[/,/\];/s/^ *"\(.*\)"$/\1/p' nix/images.nix)
 ca_bundle=$cacert_path/etc/ssl/certs/ca-bundle.crt
 image_budget=$((20 * 1024 * 1024))
@@ -135,6 +137,7 @@ image_archive() {
 }
 
 run_contract() {
+  [ "${#frontend_extra_env[@]}" -ge 1 ] || { echo "no mimallocEnv entries found in nix/images.nix"; return 1; }
   bash nix/check-image.sh frontend "$work/image.tar.gz" "$entrypoint" \
     "${closure:-$work/image-closure}" "${budget:-$image_budget}" "${frontend_extra_env[@]}"
 }
@@ -211,7 +214,6 @@ rejects_wrong_port() {
   grep -qF 'Env has no PORT=8080 (["PORT=8081"])' "$work/contract-out"
 }
 rejects_missing_mimalloc_option() {
-  [ "${#frontend_extra_env[@]}" -ge 1 ] || { echo "no mimallocEnv entries found in nix/images.nix"; return 1; }
   local dropped=${frontend_extra_env[0]}
   config_edit=".Env -= [\"$dropped\"]" contract_rejects "Env has no $dropped" \
     --layer "$frontend_path" --layer "$cacert_path"
