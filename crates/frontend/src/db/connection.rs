@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use postgres::error::SqlState;
 use postgres::{Client, Statement};
@@ -24,6 +24,8 @@ pub struct Connection {
     pub client: Client,
     pub insert_visits: Statement,
     pub recent_visits: Statement,
+    /// When a visit batch last used it (see `visits::IDLE_PING_AFTER`).
+    pub last_batch: Instant,
 }
 
 /// Records a batch in one round trip: one statement, committed on its own (no BEGIN/COMMIT), that
@@ -255,6 +257,7 @@ impl ConnectionManager {
             client,
             insert_visits,
             recent_visits,
+            last_batch: Instant::now(),
         })
     }
 }
