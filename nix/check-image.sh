@@ -82,8 +82,28 @@ xargs -r -n1 basename <"$closure" | sort -u >"$dir/expected"
 if ! diff -u "$dir/expected" "$dir/found" >"$dir/diff"; then
   problem "store paths differ from the binary + CA bundle closure (- missing, + extra): $(grep -E '^[-+][^-+]' "$dir/diff" | paste -sd ' ')"
 fi
-if grep -E -- '-(glibc|musl|bash|dash|coreutils|busybox)-' "$dir/found" >"$dir/libc"; then
-  problem "a libc or shell is in the image: $(paste -sd ' ' "$dir/libc")"
+
+# A libc or a shell, judged by the store path's package name, never by a substring of the whole
+# name: a real build's frontend is `<hash>-frontend-static-x86_64-unknown-linux-musl-0.1.0`.
+# A store path name is `<32 nix-base32 characters>-<name>`. The package name is what Nix's
+# builtins.parseDrvName calls the name: everything before the first dash not followed by a letter
+# (the version, and any output name after it, follow: glibc-2.42-67-bin is glibc). What nixpkgs'
+# make-derivation.nix appends to a pname before the version, `-static` for a static host and
+# `-<config>` when host and build differ (`${pname}${staticMarker}${hostSuffix}-${version}`), is
+# not part of the package either: musl-static-x86_64-unknown-linux-musl-1.2.5 (pkgsStatic's) is
+# musl. nixpkgs names bashInteractive bash-interactive and coreutils-full coreutils-full; both are
+# that shell and those tools.
+libc_or_shell='^(glibc|musl|bash|bash-interactive|dash|coreutils|coreutils-full|busybox)(-static)?(-[a-z0-9_]+-unknown-linux-[a-z0-9_]+)?$'
+libc=()
+while read -r found; do
+  name=${found#*-}
+  package=${name%%-[^A-Za-z]*}
+  if [[ $package =~ $libc_or_shell ]]; then
+    libc+=("$found (${BASH_REMATCH[1]})")
+  fi
+done <"$dir/found"
+if [ "${#libc[@]}" -gt 0 ]; then
+  problem "a libc or shell is in the image: $(printf '%s\n' "${libc[@]}" | paste -sd ' ')"
 fi
 
 if [ "${#problems[@]}" -gt 0 ]; then

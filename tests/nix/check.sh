@@ -12,10 +12,14 @@
 #   6. no-c-tls-bites  the same assertion rejects a lock file that has one, so it cannot pass vacuously
 #   7. images-*      nix/check-image.sh (checks.images-contract) against docker-archives laid out
 #                    as nixpkgs' stream_layered_image.py + buildLayeredImage lay them out
-#                    (tests/nix/image_archive.py, from a fake store): it accepts a correct image and
-#                    rejects, each with its own message, an extra file (in /bin or beside the store),
-#                    an extra store path, a missing CA bundle, a root user, a wrong port, a missing
-#                    mimalloc option, an oversize or uncompressed archive, a libc or shell
+#                    (tests/nix/image_archive.py, from a fake store whose paths are named as a real
+#                    build names them: tests/nix/store-names.nix, checked against real nixpkgs store
+#                    names and Cargo.toml): it accepts a correct image, both services' on both
+#                    systems (<pname>-static-<triple>-<version>), and rejects, each with its own
+#                    message, an extra file (in /bin or beside the store), an extra store path, a
+#                    missing CA bundle, a root user, a wrong port, a missing mimalloc option, an
+#                    oversize or uncompressed archive, a libc or shell by package name (native,
+#                    pkgsStatic's, cross, any output; not look-alikes)
 #   8. nix-fmt-tree  the flake's formatter (nix/nixpkgs-fmt-tree.sh) with no arguments and stdin closed
 #                    formats the whole tree and returns; paths and flags are passed through
 #
@@ -83,16 +87,32 @@ rejects_c_tls() {
 }
 
 # --- images-contract: nix/check-image.sh on archives shaped like the real ones ---
-# A fake store standing in for /nix/store: the static binary, a cacert-like path, and paths that must
-# never be in an image (a shell, a libc, something unrelated). Modes as in the store (0555/0444).
+# Store path names as a real build makes them, never made up: tests/nix/store-names.nix evaluates
+# nix/rust.nix with nixpkgs' and crane's naming rules (pkgsStatic: <pname>-static-<triple>-<version>).
+# images-store-names checks those rules against store names real nixpkgs builds have, and
+# images-fixture-names the names below against Cargo.toml.
+store_names() {
+  nix-instantiate --eval --strict --json -E "with import ./tests/nix/store-names.nix; $1"
+}
+# A stand-in store hash for NAME: 32 characters of Nix's base-32 alphabet (0-9, a-z but e o t u),
+# fixed per name so the archives are reproducible; /nix/store/<hash>-NAME is its store path.
+fake_hash() { printf '%s' "$1" | sha256sum | head -c 32 | tr e g; }
+store_path() { printf '%s/%s-%s\n' "$store" "$(fake_hash "$1")" "$1"; }
+
+# A fake store standing in for /nix/store: the static binary, the CA bundle, and paths that must
+# never be in an image (a shell, something unrelated; rejects_libc_and_shell adds libcs and shells).
+# Modes as in the store (0555/0444).
+# Images exist on x86_64-linux only (nix/default.nix), so the fixture is that system's frontend.
 image_root=$work/image-root
 store=/nix/store
-frontend_path=$store/0c9ai5x1b8wqb2dqyw5fzq1xixv3x9ld-frontend-0.1.0
-cacert_path=$store/b3q2z0kqz6r5vq7c4mnwpkyj4d1cx8s2-nss-cacert-3.115
-busybox_path=$store/4hq1jd8kzhfcm8s3ia5c2x8wh9bmrxgl-busybox-1.36.1
-glibc_path=$store/7m0l3zbmdk3fcjm4wdxy7k1ad2alq8hd-glibc-2.40-66
-tzdata_path=$store/pq2wq6m4rw0i4b5qxd9x6sm2ajm0ph6s-tzdata-2025b
-entrypoint=$frontend_path/bin/frontend
+store_names '{ services = services "x86_64-linux"; cacert = cacert "x86_64-linux"; }' \
+  >"$work/store-names.json" || echo '{}' >"$work/store-names.json"
+name_of() { jq -r "$1 // \"\"" "$work/store-names.json"; }
+frontend_path=$(store_path "$(name_of .services.frontend.name)")
+cacert_path=$(store_path "$(name_of .cacert)")
+busybox_path=$(store_path busybox-1.37.0)
+tzdata_path=$(store_path tzdata-2025b)
+entrypoint=$frontend_path/bin/$(name_of .services.frontend.mainProgram)
 # The Env entries nix/images.nix adds to the frontend's image (mimallocEnv), read from the file so
 # the fixture and checks.images-contract's arguments cannot drift from it.
 # nixpkgs-fmt keeps the list one entry per line, which the sed relies on; an empty result fails every
@@ -104,16 +124,15 @@ image_budget=$((20 * 1024 * 1024))
 make_image_fixture() {
   local r=$image_root
   mkdir -p "$r$frontend_path/bin" "$r$cacert_path/etc/ssl/certs" "$r$busybox_path/bin" \
-    "$r$glibc_path/lib" "$r$tzdata_path/share/zoneinfo"
+    "$r$tzdata_path/share/zoneinfo"
   printf '\177ELF static binary stand-in\n' >"$r$entrypoint"
   printf -- '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n' >"$r$ca_bundle"
   ln -s ca-bundle.crt "$r$cacert_path/etc/ssl/certs/ca-certificates.crt"
   printf 'busybox\n' >"$r$busybox_path/bin/busybox"
   ln -s busybox "$r$busybox_path/bin/sh"
-  printf 'libc\n' >"$r$glibc_path/lib/libc.so.6"
   printf 'UTC\n' >"$r$tzdata_path/share/zoneinfo/UTC"
   chmod 0555 "$r$entrypoint" "$r$busybox_path/bin/busybox"
-  chmod 0444 "$r$ca_bundle" "$r$glibc_path/lib/libc.so.6" "$r$tzdata_path/share/zoneinfo/UTC"
+  chmod 0444 "$r$ca_bundle" "$r$tzdata_path/share/zoneinfo/UTC"
   find "$r$store" -mindepth 1 -type d -exec chmod 0555 {} +
 
   # The image's `config` as nix/images.nix sets it, and closureInfo's store-paths for it.
@@ -138,7 +157,7 @@ image_archive() {
 
 run_contract() {
   [ "${#frontend_extra_env[@]}" -ge 1 ] || { echo "no mimallocEnv entries found in nix/images.nix"; return 1; }
-  bash nix/check-image.sh frontend "$work/image.tar.gz" "$entrypoint" \
+  bash nix/check-image.sh "${image_name:-frontend}" "$work/image.tar.gz" "$entrypoint" \
     "${closure:-$work/image-closure}" "${budget:-$image_budget}" "${frontend_extra_env[@]}"
 }
 
@@ -229,12 +248,145 @@ rejects_oversize() {
 rejects_uncompressed() {
   contract_rejects "is not gzip-compressed" --layer "$frontend_path" --layer "$cacert_path" --uncompressed
 }
+
+# Every libc and shell as nixpkgs names their store paths (native, pkgsStatic's, a musl cross
+# build's, other outputs), and look-alikes that are neither (the services' own static names,
+# bash-completion, glibc-locales, musl-fts), all in one image whose closure lists them, so only the
+# libc/shell rule can object. It must name exactly the libcs and shells, each with its package.
+#   system host pname version output libc-or-shell?
+libc_corpus='
+x86_64-linux  native     glibc            2.42-67 out    yes
+x86_64-linux  native     glibc            2.42-67 bin    yes
+x86_64-linux  native     glibc            2.42-67 getent yes
+x86_64-linux  native     musl             1.2.5   out    yes
+x86_64-linux  static     musl             1.2.5   out    yes
+aarch64-linux static     musl             1.2.5   dev    yes
+x86_64-linux  cross-musl musl             1.2.5   out    yes
+x86_64-linux  native     bash             5.3p9   out    yes
+x86_64-linux  static     bash             5.3p9   out    yes
+x86_64-linux  native     bash-interactive 5.3p9   out    yes
+x86_64-linux  native     dash             0.5.13  out    yes
+x86_64-linux  native     coreutils        9.11    out    yes
+x86_64-linux  native     coreutils-full   9.11    out    yes
+aarch64-linux static     coreutils        9.11    out    yes
+x86_64-linux  native     busybox          1.37.0  out    yes
+x86_64-linux  static     busybox          1.37.0  out    yes
+x86_64-linux  static     frontend         0.1.0   out    no
+aarch64-linux static     private-service  0.1.0   out    no
+x86_64-linux  native     bash-completion  2.16.0  out    no
+x86_64-linux  native     glibc-locales    2.42-67 out    no
+x86_64-linux  static     musl-fts         1.2.7   out    no
+'
 rejects_libc_and_shell() {
-  # A dynamically linked binary: glibc in its closure and the image. The closure matches, so only
-  # the libc rule can catch it; a shell (busybox) likewise.
-  printf '%s\n' "$cacert_path" "$frontend_path" "$glibc_path" "$busybox_path" >"$work/image-closure-libc"
-  closure=$work/image-closure-libc contract_rejects "a libc or shell is in the image: ${busybox_path#"$store"/} ${glibc_path#"$store"/}" \
-    --layer "$frontend_path" --layer "$cacert_path" --layer "$glibc_path" --layer "$busybox_path"
+  local system host pname version output libc expr='[' name path i=0
+  local -a pnames verdicts paths
+  while read -r system host pname version output libc; do
+    [ -n "$system" ] || continue
+    expr+=" (package { system = \"$system\"; host = \"$host\"; pname = \"$pname\"; version = \"$version\"; output = \"$output\"; })"
+    pnames+=("$pname")
+    verdicts+=("$libc")
+  done <<<"$libc_corpus"
+  # Each name, and the name Nix's builtins.parseDrvName reads from it: the pname and, at most, the
+  # `-static` marker and the host triple the checker strips.
+  store_names "map (name: { inherit name; drvName = (builtins.parseDrvName name).name; }) $expr ]" \
+    | jq -r '.[] | "\(.name) \(.drvName)"' >"$work/corpus-names" || return 1
+  : >"$work/expected-libc"
+  while read -r name drv_name; do
+    if [[ ! ${drv_name#"${pnames[i]}"} =~ ^(-static)?(-[a-z0-9_]+-unknown-linux-[a-z0-9_]+)?$ ]]; then
+      echo "parseDrvName reads $drv_name from $name: not ${pnames[i]} with a marker or triple"
+      return 1
+    fi
+    path=$(store_path "$name")
+    mkdir -p "$image_root$path"
+    printf '%s\n' "$name" >"$image_root$path/name"
+    paths+=("$path")
+    if [ "${verdicts[i]}" = yes ]; then
+      echo "$name (${pnames[i]})" >>"$work/expected-libc"
+    fi
+    i=$((i + 1))
+  done <"$work/corpus-names"
+  [ "$i" -eq "${#pnames[@]}" ] || { echo "store-names.nix gave $i names for ${#pnames[@]} packages"; return 1; }
+
+  printf '%s\n' "$cacert_path" "$frontend_path" "${paths[@]}" >"$work/image-closure-libc"
+  local layers
+  layers=$(IFS=,; echo "${paths[*]}")
+  closure=$work/image-closure-libc contract_rejects "a libc or shell is in the image: " \
+    --layer "$frontend_path" --layer "$cacert_path" --layer "$layers" || return 1
+  # Nothing but the libc/shell rule objected, and it named exactly the libcs and shells.
+  [ "$(grep -c '^images-contract:' "$work/contract-out")" -eq 1 ] || { echo "=> more than one problem"; return 1; }
+  grep -F 'a libc or shell is in the image: ' "$work/contract-out" \
+    | grep -oE '[0-9a-df-np-sv-z]{32}-[^ ]+ \([^)]*\)' | cut -c34- | sort >"$work/reported-libc"
+  sort -o "$work/expected-libc" "$work/expected-libc"
+  diff -u "$work/expected-libc" "$work/reported-libc" || { echo "=> - not reported, + reported wrongly"; return 1; }
+}
+
+# The naming rules store-names.nix models give the names real nixpkgs builds have (store paths in
+# public build logs and store listings): pkgsStatic's musl, its dev output and busybox on
+# x86_64-linux, an output of an aarch64-linux pkgsStatic package, native packages (no suffix).
+store_names_are_nixpkgs_names() {
+  store_names '[
+    (package { system = "x86_64-linux"; host = "static"; pname = "musl"; version = "1.2.5"; })
+    (package { system = "x86_64-linux"; host = "static"; pname = "musl"; version = "1.2.5"; output = "dev"; })
+    (package { system = "x86_64-linux"; host = "static"; pname = "busybox"; version = "1.37.0"; })
+    (package { system = "aarch64-linux"; host = "static"; pname = "e2fsprogs"; version = "1.47.4"; output = "bin"; })
+    (package { system = "x86_64-linux"; pname = "bash-interactive"; version = "5.3p9"; })
+    (package { system = "x86_64-linux"; pname = "nss-cacert"; version = "3.115"; })
+  ]' | jq -r '.[]' >"$work/model-names" || return 1
+  printf '%s\n' musl-static-x86_64-unknown-linux-musl-1.2.5 musl-static-x86_64-unknown-linux-musl-1.2.5-dev \
+    busybox-static-x86_64-unknown-linux-musl-1.37.0 e2fsprogs-static-aarch64-unknown-linux-musl-1.47.4-bin \
+    bash-interactive-5.3p9 nss-cacert-3.115 >"$work/real-names"
+  diff -u "$work/real-names" "$work/model-names"
+}
+
+# The services' store names, as store-names.nix reads them from nix/rust.nix, are what the naming
+# rule gives for Cargo's package names: <name>-static-<arch>-unknown-linux-musl-<version> on both
+# systems, the version the frontend's (rust.nix versions both services by it), the program the
+# package name; the fixture uses them, and nss-cacert-<version> for the CA bundle. A fixture named
+# like frontend-0.1.0 fails here.
+fixture_names() {
+  local system service package version expected got status=0
+  store_names '{ x86_64-linux = services "x86_64-linux"; aarch64-linux = services "aarch64-linux"; }' \
+    >"$work/services.json" || return 1
+  version=$(sed -n '/^\[package\]/,/^\[/s/^version = "\(.*\)"$/\1/p' crates/frontend/Cargo.toml)
+  for system in x86_64-linux aarch64-linux; do
+    for service in frontend private-service; do
+      package=$(sed -n '/^\[package\]/,/^\[/s/^name = "\(.*\)"$/\1/p' "crates/$service/Cargo.toml")
+      expected="$package-static-${system%%-*}-unknown-linux-musl-$version $package"
+      got=$(jq -r --arg s "$system" --arg p "$service" '.[$s][$p] | "\(.name) \(.mainProgram)"' "$work/services.json")
+      echo "$system $service: $got"
+      [ "$got" = "$expected" ] || { echo "=> expected $expected"; status=1; }
+    done
+  done
+  expected=$(jq -r '."x86_64-linux".frontend | "\(.name)/bin/\(.mainProgram)"' "$work/services.json")
+  [ "${entrypoint#"$store"/*-}" = "$expected" ] || { echo "fixture entrypoint $entrypoint is not <hash>-$expected"; status=1; }
+  [[ ${cacert_path#"$store"/} =~ ^[0-9a-df-np-sv-z]{32}-nss-cacert-[0-9][0-9.]*$ ]] \
+    || { echo "fixture CA bundle $cacert_path is not <hash>-nss-cacert-<version>"; status=1; }
+  return "$status"
+}
+
+# Each service's image on each system, under its real name, passes (the images are built on
+# x86_64-linux only today; the rule must not depend on it).
+accepts_every_service_name() {
+  local system service name program path entrypoint status=0
+  store_names '{ x86_64-linux = services "x86_64-linux"; aarch64-linux = services "aarch64-linux"; }' \
+    >"$work/services.json" || return 1
+  for system in x86_64-linux aarch64-linux; do
+    for service in frontend private-service; do
+      name=$(jq -r --arg s "$system" --arg p "$service" '.[$s][$p].name' "$work/services.json")
+      program=$(jq -r --arg s "$system" --arg p "$service" '.[$s][$p].mainProgram' "$work/services.json")
+      path=$(store_path "$name")
+      entrypoint=$path/bin/$program
+      if [ ! -e "$image_root$entrypoint" ]; then
+        mkdir -p "$image_root$path/bin"
+        printf '\177ELF static binary stand-in\n' >"$image_root$entrypoint"
+      fi
+      printf '%s\n' "$cacert_path" "$path" >"$work/image-closure-$service"
+      config_edit=".Entrypoint = [\"$entrypoint\"]" image_archive --layer "$path" --layer "$cacert_path" || return 1
+      echo -n "$system "
+      image_name=$service closure=$work/image-closure-$service run_contract 2>&1 || status=1
+    done
+  done
+  return "$status"
 }
 
 # --- the flake's formatter ---
@@ -293,9 +445,12 @@ check deadnix deadnix --fail "${nix_files[@]}"
 check nix-fmt nixpkgs-fmt --check "${nix_files[@]}"
 check no-c-tls no_c_tls "${CARGO_LOCK:-Cargo.lock}"
 check no-c-tls-bites rejects_c_tls
+check images-store-names store_names_are_nixpkgs_names
 make_image_fixture
+check images-fixture-names fixture_names
 check images-archive-layout archive_layout
 check images-contract-accepts contract_accepts
+check images-contract-accepts-every-service-name accepts_every_service_name
 check images-contract-rejects-extra-file rejects_extra_file
 check images-contract-rejects-file-beside-the-store rejects_file_beside_the_store
 check images-contract-rejects-extra-store-path rejects_extra_store_path
