@@ -96,8 +96,11 @@ fi
 libc_or_shell='^(glibc|musl|bash|bash-interactive|dash|coreutils|coreutils-full|busybox)(-static)?(-[a-z0-9_]+-unknown-linux-[a-z0-9_]+)?$'
 libc=()
 while read -r found; do
-  name=${found#*-}
-  package=${name%%-[^A-Za-z]*}
+  if [[ ! $found =~ ^[0-9a-df-np-sv-z]{32}-(.+)$ ]]; then
+    problem "not a store path name (<32 nix-base32 characters>-<name>): $found"
+    continue
+  fi
+  package=${BASH_REMATCH[1]%%-[^A-Za-z]*}
   if [[ $package =~ $libc_or_shell ]]; then
     libc+=("$found (${BASH_REMATCH[1]})")
   fi

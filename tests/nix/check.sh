@@ -19,7 +19,8 @@
 #                    message, an extra file (in /bin or beside the store), an extra store path, a
 #                    missing CA bundle, a root user, a wrong port, a missing mimalloc option, an
 #                    oversize or uncompressed archive, a libc or shell by package name (native,
-#                    pkgsStatic's, cross, any output; not look-alikes)
+#                    pkgsStatic's, cross, any output; not look-alikes), a path not named like a
+#                    store path
 #   8. nix-fmt-tree  the flake's formatter (nix/nixpkgs-fmt-tree.sh) with no arguments and stdin closed
 #                    formats the whole tree and returns; paths and flags are passed through
 #
@@ -320,6 +321,19 @@ rejects_libc_and_shell() {
   diff -u "$work/expected-libc" "$work/reported-libc" || { echo "=> - not reported, + reported wrongly"; return 1; }
 }
 
+# A store path whose name is not <32 nix-base32 characters>-<name> (no hash; e, o, t, u are not in
+# Nix's alphabet) is no store path Nix makes, and its package name cannot be read: rejected.
+rejects_not_a_store_path_name() {
+  local bare=$store/musl-1.2.5 bad_hash
+  bad_hash=$store/$(printf 'e%.0s' {1..32})-bash-5.3p9
+  mkdir -p "$image_root$bare" "$image_root$bad_hash"
+  printf '%s\n' "$cacert_path" "$frontend_path" "$bare" "$bad_hash" >"$work/image-closure-names"
+  closure=$work/image-closure-names contract_rejects \
+    "not a store path name (<32 nix-base32 characters>-<name>): ${bad_hash#"$store"/}" \
+    --layer "$frontend_path" --layer "$cacert_path" --layer "$bare" --layer "$bad_hash" || return 1
+  grep -qF "not a store path name (<32 nix-base32 characters>-<name>): musl-1.2.5" "$work/contract-out"
+}
+
 # The naming rules store-names.nix models give the names real nixpkgs builds have (store paths in
 # public build logs and store listings): pkgsStatic's musl, its dev output and busybox on
 # x86_64-linux, an output of an aarch64-linux pkgsStatic package, native packages (no suffix).
@@ -462,6 +476,7 @@ check images-contract-rejects-missing-mimalloc-option rejects_missing_mimalloc_o
 check images-contract-rejects-oversize rejects_oversize
 check images-contract-rejects-uncompressed rejects_uncompressed
 check images-contract-rejects-libc-and-shell rejects_libc_and_shell
+check images-contract-rejects-not-a-store-path-name rejects_not_a_store_path_name
 check nix-fmt-tree fmt_tree
 
 summary nix
