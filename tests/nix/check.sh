@@ -145,7 +145,8 @@ make_image_fixture() {
   printf '%s\n' "$cacert_path" "$frontend_path" >"$work/image-closure"
 }
 
-# image_archive [generator args...]: $work/image.tar.gz from the fixture, the right image by default.
+# image_archive [generator args...]: $work/image.tar.gz from the fixture, the right image by default,
+# tagged as dockerTools tags it without `tag`: with a store hash.
 image_archive() {
   local config=$work/image-config.json
   if [ -n "${config_edit:-}" ]; then
@@ -153,7 +154,7 @@ image_archive() {
     config=$work/image-config-edited.json
   fi
   python3 tests/nix/image_archive.py --root "$image_root" --config "$config" \
-    --repo-tag frontend:0000000000000000000000000000000 "$@" "$work/image.tar.gz"
+    --repo-tag "frontend:$(fake_hash frontend.tar.gz)" "$@" "$work/image.tar.gz"
 }
 
 run_contract() {

@@ -191,7 +191,8 @@ def main():
                         help="store path(s) of one layer, comma-separated (store names have no commas)")
     parser.add_argument("--config", required=True, help="JSON file: the image's `config`")
     parser.add_argument("--contents", help="directory copied into the customisation layer")
-    parser.add_argument("--repo-tag", default="image:0000000000000000000000000000000")
+    parser.add_argument("--repo-tag", default="image:00000000000000000000000000000000",
+                        help="NAME:TAG; dockerTools tags with the store hash (32 characters) by default")
     parser.add_argument("--architecture", default="amd64")
     parser.add_argument("--customisation-path",
                         default="/nix/store/00000000000000000000000000000000-image-customisation-layer",
