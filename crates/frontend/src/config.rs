@@ -99,13 +99,22 @@ pub struct DatabaseArgs {
     #[arg(long, env = "DB_MAX_BATCH", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub db_max_batch: u32,
 
-    /// Deadline for opening a connection; long enough for Aurora to resume from 0 ACU (~15 s).
+    /// Deadline for the TCP connect of a new connection, and how long a request waits for a
+    /// connection that is being opened: Aurora Serverless v2 resuming from 0 ACU holds new
+    /// connections until it has resumed (about 15 s), so this must be longer than that.
     #[arg(long, env = "DB_CONNECT_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub db_connect_timeout: Duration,
 
-    /// How long a request waits for a pooled connection before answering 503.
+    /// How long a request waits for a pooled connection before answering 503 when none is being
+    /// opened: every connection busy, or the database refusing them (stopped, rebooting, a reader).
     #[arg(long, env = "DB_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
     pub db_acquire_timeout: Duration,
+
+    /// A connection whose sent data stays unacknowledged this long is given up (TCP_USER_TIMEOUT),
+    /// and an idle one is probed by TCP keepalives from half of it on: an instance that vanished
+    /// without a reset is noticed within about this, not after the kernel's 15 minutes.
+    #[arg(long, env = "DB_TCP_USER_TIMEOUT", default_value = "10s", value_parser = parse_tcp_user_timeout)]
+    pub db_tcp_user_timeout: Duration,
 
     /// Server-side limit on each statement (PostgreSQL `statement_timeout`).
     #[arg(long, env = "DB_STATEMENT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
@@ -142,6 +151,16 @@ pub struct ConnectivityArgs {
     /// Deadline for the TCP connection test.
     #[arg(long, env = "TARGET_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     pub target_timeout: Duration,
+}
+
+/// TCP_USER_TIMEOUT counts whole milliseconds and 0 means the kernel's default (minutes), and
+/// keepalives count whole seconds: at least 2 s, so that half of it is a keepalive interval.
+fn parse_tcp_user_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = humantime::parse_duration(text).map_err(|error| error.to_string())?;
+    if timeout < Duration::from_secs(2) {
+        return Err("must be at least 2s".to_owned());
+    }
+    Ok(timeout)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -181,6 +200,7 @@ pub struct DatabaseSettings {
     pub acquire_timeout: Duration,
     pub statement_timeout: Duration,
     pub idle_timeout: Duration,
+    pub tcp_user_timeout: Duration,
 }
 
 pub const DEFAULT_DB_PORT: u16 = 5432;
@@ -301,6 +321,7 @@ impl Config {
             acquire_timeout: db.db_acquire_timeout,
             statement_timeout: db.db_statement_timeout,
             idle_timeout: db.db_idle_timeout,
+            tcp_user_timeout: db.db_tcp_user_timeout,
         });
 
         let private_service = match self.private_service.ecs_private_service {
@@ -414,6 +435,14 @@ mod tests {
     fn rejects_a_private_service_address_that_is_not_a_url() {
         let error = settings(&["--ecs-private-service", "privateservice:8080"]).expect_err("no scheme");
         assert!(error.to_string().contains("ECSPRIVATESERVICE"));
+    }
+
+    #[test]
+    fn a_tcp_user_timeout_too_short_for_keepalives_is_refused() {
+        let error =
+            Config::try_parse_from(["frontend", "--db-tcp-user-timeout", "500ms"]).expect_err("too short");
+        assert!(error.to_string().contains("DB_TCP_USER_TIMEOUT"), "{error}");
+        assert!(error.to_string().contains("at least 2s"), "{error}");
     }
 
     #[test]

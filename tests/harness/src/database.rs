@@ -13,6 +13,8 @@ use tempfile::TempDir;
 
 use crate::net::{find_in_path, free_port, is_executable, random_token, tail};
 
+mod replication;
+
 const INSTALL_HINT: &str = "PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found: \
      install them with `apt-get install -y postgresql` (Debian/Ubuntu), or point $PG_BIN at the \
      directory that holds them";
@@ -45,6 +47,8 @@ pub struct Postgres {
     password: String,
     ca_cert: Option<PathBuf>,
     running: bool,
+    /// Settings beyond the harness's own, e.g. a standby's `primary_conninfo`.
+    extra_settings: Vec<String>,
 }
 
 impl Postgres {
@@ -82,6 +86,7 @@ impl Postgres {
             password: random_token()?,
             ca_cert: None,
             running: false,
+            extra_settings: Vec::new(),
         };
         pg.give_to_postgres_user(pg.dir.path())?;
         pg.initdb()?;
@@ -354,6 +359,9 @@ impl Postgres {
             let _ = writeln!(settings, "ssl_cert_file = '{dir}/server.crt'");
             let _ = writeln!(settings, "ssl_key_file = '{dir}/server.key'");
         }
+        for setting in &self.extra_settings {
+            let _ = writeln!(settings, "{setting}");
+        }
         let path = self.data_dir().join("postgresql.auto.conf");
         fs::write(&path, settings).context("writing postgresql.auto.conf")?;
         self.give_to_postgres_user(&path)
@@ -431,7 +439,9 @@ fn find_pg_bin() -> Result<PathBuf> {
             dir.display()
         );
     }
-    if let Some(initdb) = find_in_path("initdb")
+    // A link on PATH (as in /usr/local/bin) stands for its installation directory, which also
+    // holds the tools not linked (pg_basebackup).
+    if let Some(initdb) = find_in_path("initdb").map(|initdb| initdb.canonicalize().unwrap_or(initdb))
         && let Some(dir) = initdb.parent()
         && has_pg_tools(dir)
     {

@@ -7,7 +7,8 @@
 //!
 //! | type | what it starts |
 //! |---|---|
-//! | [`Postgres`] | a throwaway PostgreSQL cluster on `127.0.0.1:<free port>` (optionally with TLS) |
+//! | [`Postgres`] | a throwaway PostgreSQL cluster on `127.0.0.1:<free port>` (optionally with TLS, or as a synchronous standby) |
+//! | [`AuroraEndpoint`] | an Aurora endpoint in front of it: moved by a failover, paused and resumed |
 //! | [`Moto`] | `moto_server`, a local Secrets Manager |
 //! | [`HttpStub`] | a dependency that answers a fixed status, hangs, sends garbage or closes |
 //! | [`EcsMetadata`] | the ECS task metadata endpoint (v4) serving the documented Fargate shape |
@@ -31,6 +32,7 @@
 //! # Ok(()) }
 //! ```
 
+mod aurora;
 mod build;
 mod database;
 pub mod moto;
@@ -39,6 +41,7 @@ mod service;
 mod stub;
 mod tls;
 
+pub use aurora::{AuroraEndpoint, Lifecycle};
 pub use build::{binaries, binary};
 pub use database::Postgres;
 pub use moto::Moto;

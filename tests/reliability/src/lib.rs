@@ -3,6 +3,7 @@
 //!
 //! The suites themselves are in `tests/reliability/`; the README fragment says how to run them.
 
+pub mod aurora;
 pub mod load;
 pub mod raw;
 pub mod stack;
@@ -69,4 +70,27 @@ pub fn assert_rotation_cost(report: &Report, pool_size: usize, ended_at: Instant
         .count();
     assert!(later > 0, "no visit succeeded after the rotation");
     failures.len()
+}
+
+/// Every answer of target `index` is a 200 with the expected body or a 503 problem+json: never a
+/// hang, a reset or another status. Panics naming the first others.
+pub fn assert_only_200_or_503_problem(report: &Report, index: usize) {
+    let unexpected: Vec<&Record> = report
+        .of(index)
+        .filter(|record| match record.outcome {
+            Outcome::Response {
+                status: 200, body_ok, ..
+            } => !body_ok,
+            Outcome::Response {
+                status: 503, problem, ..
+            } => !problem,
+            _ => true,
+        })
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "{} answers were neither 200 nor 503 problem+json, e.g. {:?}",
+        unexpected.len(),
+        &unexpected[..unexpected.len().min(5)]
+    );
 }

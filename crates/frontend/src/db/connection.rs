@@ -4,17 +4,26 @@
 //! A pool-level manager rather than r2d2_postgres because rotation has to happen where
 //! connections are opened: when RDS rotates the secret, sessions already open stay valid, and
 //! the next new connection fails with SQLSTATE 28P01 — that is the moment to re-read the secret.
+//!
+//! Aurora's lifecycle shapes the rest. Every connection must reach the writer: right after a
+//! failover the cluster endpoint's DNS record (5 s TTL) still names the old writer, which is back
+//! as a reader that accepts the login and rejects every write, so a new connection checks
+//! `transaction_read_only` (`target_session_attrs=read-write`) and a reader is turned away. And
+//! an instance can vanish without a reset: TCP keepalives and TCP_USER_TIMEOUT end such a
+//! connection within `DB_TCP_USER_TIMEOUT` instead of the kernel's 15 minutes.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use postgres::config::TargetSessionAttrs;
 use postgres::error::SqlState;
 use postgres::{Client, Statement};
 use secrecy::{ExposeSecret, SecretString};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::{CredentialSource, DEFAULT_DB_NAME, DEFAULT_DB_PORT, DatabaseSettings};
+use crate::db::pool::Attempts;
 use crate::db::schema;
 use crate::db::tls::CertificateProblem;
 use crate::secrets::{SecretError, SecretsClient};
@@ -26,6 +35,8 @@ pub struct Connection {
     pub recent_visits: Statement,
     /// When a visit batch last used it (see `visits::IDLE_PING_AFTER`).
     pub last_batch: Instant,
+    /// Set when a statement showed the session cannot serve: the pool then closes it.
+    pub unusable: bool,
 }
 
 /// Records a batch in one round trip: one statement, committed on its own (no BEGIN/COMMIT), that
@@ -100,6 +111,7 @@ pub struct Targets {
     credentials: Credentials,
     connect_timeout: Duration,
     statement_timeout: Duration,
+    tcp_user_timeout: Duration,
     ssl_mode: postgres::config::SslMode,
     current: RwLock<Option<Arc<Target>>>,
     refresh: Mutex<()>,
@@ -121,6 +133,7 @@ impl Targets {
             credentials,
             connect_timeout: settings.connect_timeout,
             statement_timeout: settings.statement_timeout,
+            tcp_user_timeout: settings.tcp_user_timeout,
             ssl_mode,
             current: RwLock::new(None),
             refresh: Mutex::new(()),
@@ -211,6 +224,14 @@ impl Targets {
             .dbname(name.as_deref().unwrap_or(DEFAULT_DB_NAME))
             .application_name("frontend")
             .connect_timeout(self.connect_timeout)
+            .target_session_attrs(TargetSessionAttrs::ReadWrite)
+            .tcp_user_timeout(self.tcp_user_timeout)
+            // Probes from half the timeout on, one every tenth: a peer silent for the other
+            // half has failed five probes, and TCP_USER_TIMEOUT ends the connection.
+            .keepalives(true)
+            .keepalives_idle(self.tcp_user_timeout / 2)
+            .keepalives_interval(self.tcp_user_timeout / 10)
+            .keepalives_retries(5)
             .ssl_mode(self.ssl_mode)
             .options(&format!(
                 "-c statement_timeout={}",
@@ -224,15 +245,18 @@ pub struct ConnectionManager {
     targets: Arc<Targets>,
     tls: MakeRustlsConnect,
     schema_ready: AtomicBool,
+    attempts: Arc<Attempts>,
 }
 
 impl ConnectionManager {
-    /// No I/O: credentials are read and the schema applied on the first connection.
-    pub fn new(targets: Arc<Targets>, tls: MakeRustlsConnect) -> Self {
+    /// No I/O: credentials are read and the schema applied on the first connection. Every
+    /// attempt is counted in `attempts`.
+    pub fn new(targets: Arc<Targets>, tls: MakeRustlsConnect, attempts: Arc<Attempts>) -> Self {
         Self {
             targets,
             tls,
             schema_ready: AtomicBool::new(false),
+            attempts,
         }
     }
 
@@ -258,6 +282,7 @@ impl ConnectionManager {
             insert_visits,
             recent_visits,
             last_batch: Instant::now(),
+            unusable: false,
         })
     }
 }
@@ -267,15 +292,17 @@ impl r2d2::ManageConnection for ConnectionManager {
     type Error = ConnectError;
 
     fn connect(&self) -> Result<Connection, ConnectError> {
-        let target = self.targets.current()?;
-        match self.open(&target) {
-            Err(error) if error.is_invalid_password() && self.targets.can_reload() => {
-                tracing::warn!("database rejected the password; re-reading the secret (rotation)");
-                let fresh = self.targets.load(Some(&target))?;
-                self.open(&fresh)
+        self.attempts.track(|| {
+            let target = self.targets.current()?;
+            match self.open(&target) {
+                Err(error) if error.is_invalid_password() && self.targets.can_reload() => {
+                    tracing::warn!("database rejected the password; re-reading the secret (rotation)");
+                    let fresh = self.targets.load(Some(&target))?;
+                    self.open(&fresh)
+                }
+                result => result,
             }
-            result => result,
-        }
+        })
     }
 
     fn is_valid(&self, connection: &mut Connection) -> Result<(), ConnectError> {
@@ -287,7 +314,7 @@ impl r2d2::ManageConnection for ConnectionManager {
     }
 
     fn has_broken(&self, connection: &mut Connection) -> bool {
-        connection.client.is_closed()
+        connection.unusable || connection.client.is_closed()
     }
 }
 

@@ -2,6 +2,7 @@
 //! `postgres` client must never run on an async worker.
 
 mod connection;
+mod pool;
 mod schema;
 mod tls;
 mod visits;
@@ -14,16 +15,15 @@ pub use visits::Visit;
 
 use crate::config::DatabaseSettings;
 use connection::{ConnectionManager, LogConnectErrors, Targets};
+use pool::{Attempts, Pool};
 use visits::{VisitReader, VisitWriter};
 
-type Pool = r2d2::Pool<ConnectionManager>;
-
-/// Runs `work` on a pooled connection, and again on another one if the connection was lost
-/// (a restart, a failover, an ended session, rotation). That is safe because `work` is
-/// idempotent: reads commit nothing, and a visit batch is stored at most once however often its
-/// statement is sent (see `visits`).
-/// Each retry discards a dead connection, so at most pool-size retries happen, and a pool full of
-/// dead sessions costs no request a failure.
+/// Runs `work` on a pooled connection, and again on another one if the session cannot serve:
+/// lost (a restart, a failover, an ended session, rotation, a vanished instance) or read-only (a
+/// writer turned reader by a failover). That is safe because `work` is idempotent: reads commit
+/// nothing, and a visit batch is stored at most once however often its statement is sent (see
+/// `visits`). Each retry closes the session that failed, so at most pool-size retries happen, and
+/// a pool full of dead sessions costs no request a failure.
 fn with_connection<T>(
     pool: &Pool,
     doing: &str,
@@ -36,13 +36,25 @@ fn with_connection<T>(
             DbError::Unavailable
         })?;
         match work(&mut connection) {
-            Err(error) if retries_left > 0 && connection_was_lost(&error) => {
-                tracing::info!(error = %error_chain(&error), "database connection lost; retrying {doing} on another");
+            Err(error) if retries_left > 0 && session_cannot_serve(&error) => {
+                tracing::info!(error = %error_chain(&error), "database session unusable; retrying {doing} on another");
+                connection.unusable = true;
                 retries_left -= 1;
             }
             result => return result.map_err(|error| DbError::from_statement(&error, doing)),
         }
     }
+}
+
+fn session_cannot_serve(error: &postgres::Error) -> bool {
+    connection_was_lost(error) || is_read_only(error)
+}
+
+/// The server rejected a write because this session is on a reader: a statement rejected this
+/// way stored nothing. New connections are checked at login (`target_session_attrs`); this one
+/// was opened before its server turned reader.
+fn is_read_only(error: &postgres::Error) -> bool {
+    error.code() == Some(&postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION)
 }
 
 fn connection_was_lost(error: &postgres::Error) -> bool {
@@ -109,10 +121,12 @@ impl Database {
         let (pool_size, writers, max_batch) = (settings.pool_size, settings.writers, settings.max_batch);
         // A batch whose answer an outage cut off is resolved once the database is back, given as
         // long as a connection attempt may take (which is sized for Aurora resuming).
-        let resolve_batch_within = settings.connect_timeout;
-        let (acquire_timeout, idle_timeout) = (settings.acquire_timeout, settings.idle_timeout);
+        let (connect_timeout, acquire_timeout) = (settings.connect_timeout, settings.acquire_timeout);
+        let resolve_batch_within = connect_timeout;
+        let idle_timeout = settings.idle_timeout;
         let targets = Arc::new(Targets::new(settings, ssl_mode).map_err(DatabaseSetupError::Threads)?);
-        let manager = ConnectionManager::new(Arc::clone(&targets), tls);
+        let attempts = Arc::new(Attempts::default());
+        let manager = ConnectionManager::new(Arc::clone(&targets), tls, Arc::clone(&attempts));
         let pool = r2d2::Pool::builder()
             .max_size(pool_size)
             // No idle minimum: with no traffic every connection closes and Aurora can pause.
@@ -124,6 +138,7 @@ impl Database {
             .test_on_check_out(false)
             .error_handler(Box::new(LogConnectErrors))
             .build_unchecked(manager);
+        let pool = Pool::new(pool, attempts, acquire_timeout, connect_timeout);
         let writer = VisitWriter::start(pool.clone(), writers, max_batch, resolve_batch_within)
             .map_err(DatabaseSetupError::Threads)?;
         // The connections the writers leave (validation keeps at least one).

@@ -26,7 +26,8 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::connection::Connection;
-use super::{DbError, Pool, connection_was_lost, error_chain, with_connection};
+use super::pool::Pool;
+use super::{DbError, connection_was_lost, error_chain, with_connection};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Visit {

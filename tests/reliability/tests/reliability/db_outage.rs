@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use reliability_tests::{CONNECTIONS, Load, LoadSpec, Outcome, Stack, Target, long_form, one_at_a_time};
+use reliability_tests::{
+    CONNECTIONS, Load, LoadSpec, Stack, Target, assert_only_200_or_503_problem, long_form, one_at_a_time,
+};
 
 /// `DB_ACQUIRE_TIMEOUT` for this suite. Recovery after the outage is bounded by the pool's
 /// reconnect backoff, which r2d2 caps at half this timeout: with the default 3 s that is 1.5 s
@@ -44,25 +46,7 @@ fn a_database_outage_under_load_answers_503_and_recovers_within_2_s_without_rest
         report.summary()
     );
 
-    // Only 200 or 503 problem+json, never a hang, a reset or another status.
-    let unexpected: Vec<_> = report
-        .of(0)
-        .filter(|record| match record.outcome {
-            Outcome::Response {
-                status: 200, body_ok, ..
-            } => !body_ok,
-            Outcome::Response {
-                status: 503, problem, ..
-            } => !problem,
-            _ => true,
-        })
-        .collect();
-    assert!(
-        unexpected.is_empty(),
-        "{} answers were neither 200 nor 503 problem+json, e.g. {:?}",
-        unexpected.len(),
-        &unexpected[..unexpected.len().min(5)]
-    );
+    assert_only_200_or_503_problem(&report, 0);
 
     // While the database was down, nothing could be committed: no 200 for a request that
     // both started and ended inside the outage.

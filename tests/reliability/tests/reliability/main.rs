@@ -6,6 +6,7 @@
 //! would measure each other.
 
 mod accounting;
+mod aurora;
 mod db_outage;
 mod hostile_input;
 mod private_service;

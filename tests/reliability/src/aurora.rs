@@ -1,0 +1,116 @@
+//! An Aurora cluster on loopback for the lifecycle suites: a writer and, when asked for, a
+//! synchronous reader (two PostgreSQL clusters streaming), the cluster endpoint in front of them
+//! ([`AuroraEndpoint`]: moved by a failover, paused and resumed), and the frontend reaching the
+//! database only through that endpoint.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use harness::{AuroraEndpoint, Lifecycle, Postgres, Service};
+
+use crate::stack::{addr_of, frontend_command, user_agents};
+
+pub struct Cluster {
+    /// The instances; `writer` indexes the one that accepts writes.
+    instances: Vec<Postgres>,
+    writer: usize,
+    pub endpoint: AuroraEndpoint,
+    pub db: String,
+    pub frontend: Service,
+}
+
+impl Cluster {
+    /// A writer (and a reader if `with_reader`), the endpoint with `lifecycle`, and the frontend
+    /// with `extra` environment. Returns once the frontend is healthy.
+    pub fn start(lifecycle: Lifecycle, with_reader: bool, extra: &[(&str, &str)]) -> Result<Self> {
+        let writer = Postgres::start()?;
+        let db = writer.create_database()?;
+        let mut instances = vec![writer];
+        if with_reader {
+            instances.push(instances[0].start_standby()?);
+        }
+        let endpoint = AuroraEndpoint::start(address(&instances[0]), lifecycle)?;
+        // The frontend knows the endpoint, never an instance.
+        let frontend = frontend_command(&instances[0], &db, "postgres", instances[0].superuser_password())?
+            .env("DB_PORT", endpoint.port().to_string())
+            .envs(extra.iter().copied())
+            .spawn()?;
+        Ok(Self {
+            instances,
+            writer: 0,
+            endpoint,
+            db,
+            frontend,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        addr_of(&self.frontend)
+    }
+
+    /// The instance that accepts writes now: where every acknowledged visit must be.
+    pub fn writer(&self) -> &Postgres {
+        &self.instances[self.writer]
+    }
+
+    /// Every stored User-Agent, read on the writer.
+    pub fn user_agents(&self) -> Result<Vec<Option<String>>> {
+        user_agents(self.writer(), &self.db)
+    }
+
+    /// As `aws rds failover-db-cluster`: the writer restarts (every session ends) and comes back
+    /// as a reader, the reader is promoted, and the endpoint's record moves to it. Clients that
+    /// resolved the record before it moved keep reaching the old writer for `stale` (Aurora's
+    /// TTL is 5 s). Returns when the record moved; blocks until the stale window is over.
+    pub fn failover(&mut self, stale: Duration) -> Result<Instant> {
+        let old = self.writer;
+        let new = 1 - old;
+        anyhow::ensure!(self.instances.len() == 2, "a failover needs a reader");
+        let started = Instant::now();
+        self.instances[old].stop().context("stopping the writer")?;
+        let stopped = started.elapsed();
+        self.instances[new].promote()?;
+        let moved = Instant::now();
+        println!(
+            "failover: writer stopped in {stopped:?}, reader promoted {:?} later",
+            moved.duration_since(started) - stopped
+        );
+        self.writer = new;
+        self.instances[old]
+            .restart_as_reader()
+            .context("restarting the old writer as a reader")?;
+        std::thread::sleep(stale.saturating_sub(moved.elapsed()));
+        self.endpoint.point_at(address(&self.instances[new]));
+        Ok(moved)
+    }
+
+    /// A reboot of the writer (a minor-version upgrade, `aws rds reboot-db-instance`): every
+    /// session ends, connections are refused while it starts. Returns when it accepts again.
+    pub fn reboot(&mut self, down_for: Duration) -> Result<Instant> {
+        let writer = &mut self.instances[self.writer];
+        writer.stop().context("stopping the writer")?;
+        std::thread::sleep(down_for);
+        writer.restart().context("starting the writer again")?;
+        Ok(Instant::now())
+    }
+
+    /// Waits until the instance has paused (the frontend closed its idle connections, and the
+    /// pause delay passed); returns how long that took, or fails after `within`.
+    pub fn await_pause(&self, within: Duration) -> Result<Duration> {
+        let started = Instant::now();
+        while !self.endpoint.is_paused() {
+            anyhow::ensure!(
+                started.elapsed() < within,
+                "the instance did not pause within {within:?}: the frontend holds {} connection(s)",
+                self.endpoint.connections()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(started.elapsed())
+    }
+}
+
+fn address(instance: &Postgres) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], instance.port()))
+}

@@ -1,0 +1,215 @@
+//! Aurora's lifecycle on loopback (issue 19): the frontend behind a cluster endpoint that pauses
+//! and resumes, fails over to a synchronous reader behind a stale DNS record, and reboots — each
+//! with the request-by-request accounting: every 200 has exactly one row on the writer, a 503
+//! has none, nothing is stored twice. An instance that vanishes without a reset needs dropped
+//! packets, which only the VPC twin (root) can make: tests/vpc.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use harness::Lifecycle;
+use reliability_tests::aurora::Cluster;
+use reliability_tests::raw::exchange;
+use reliability_tests::{Load, LoadSpec, Target, assert_only_200_or_503_problem, one_at_a_time};
+
+/// What the issue asks for: 16 clients on `GET /`.
+const CLIENTS: usize = 16;
+/// Aurora's DNS TTL for its endpoints: clients may reach the old writer this long.
+const DNS_TTL: Duration = Duration::from_secs(5);
+
+/// `GET /` with a User-Agent of its own; the status, or `None` when no answer came.
+fn visit(addr: SocketAddr, agent: &str) -> (Option<u16>, Duration) {
+    let started = Instant::now();
+    let request =
+        format!("GET / HTTP/1.1\r\nHost: frontend\r\nUser-Agent: {agent}\r\nConnection: close\r\n\r\n");
+    let status = exchange(addr, request.as_bytes(), 1, Duration::from_secs(30))
+        .ok()
+        .and_then(|exchange| exchange.responses.first().map(|response| response.status));
+    (status, started.elapsed())
+}
+
+/// Auto-pause and resume: once traffic stops the frontend lets go of every connection, so the
+/// instance pauses; `/health` never wakes it; the first visit after the pause — alone, then a
+/// burst of 8 — waits for the resume and succeeds, each stored once.
+#[test]
+fn a_paused_database_resumes_for_the_first_visit_and_for_a_burst() {
+    let _serial = one_at_a_time();
+    let resume = Duration::from_secs(4);
+    let cluster = Cluster::start(
+        Lifecycle {
+            pause_after: Some(Duration::from_secs(1)),
+            resume_takes: resume,
+        },
+        false,
+        &[
+            // Idle connections close after 1 s (r2d2 looks every 30 s), so the pause comes soon.
+            ("DB_IDLE_TIMEOUT", "1s"),
+            ("DB_ACQUIRE_TIMEOUT", "2s"),
+            ("DB_CONNECT_TIMEOUT", "10s"),
+        ],
+    )
+    .expect("the cluster and the frontend start");
+    let addr = cluster.addr();
+    let mut expected_rows = Vec::new();
+
+    for (round, clients) in [(1, 1), (2, 8)] {
+        let paused_after = cluster
+            .await_pause(Duration::from_secs(45))
+            .expect("an idle frontend lets the instance pause");
+        assert_eq!(cluster.endpoint.connections(), 0);
+        let resumes_before = cluster.endpoint.resumes();
+        for _ in 0..5 {
+            let health = exchange(
+                addr,
+                b"GET /health HTTP/1.1\r\nHost: frontend\r\nConnection: close\r\n\r\n",
+                1,
+                Duration::from_secs(5),
+            )
+            .expect("health answered");
+            assert_eq!(
+                health.responses.first().map(|response| response.status),
+                Some(200)
+            );
+        }
+        assert!(cluster.endpoint.is_paused(), "/health woke the database");
+
+        let visits: Vec<_> = (0..clients)
+            .map(|client| {
+                let agent = format!("resume round {round} client {client}");
+                expected_rows.push(Some(agent.clone()));
+                std::thread::spawn(move || visit(addr, &agent))
+            })
+            .collect();
+        let answers: Vec<_> = visits
+            .into_iter()
+            .map(|visit| visit.join().expect("client thread"))
+            .collect();
+        println!(
+            "resume round {round}: paused after {paused_after:?} idle wait; {clients} visit(s) answered {:?}",
+            answers
+        );
+        for (status, took) in &answers {
+            assert_eq!(
+                *status,
+                Some(200),
+                "a visit during the resume failed: {answers:?}"
+            );
+            assert!(
+                *took >= resume - Duration::from_millis(500),
+                "answered in {took:?}: the visit cannot have waited for the resume"
+            );
+            assert!(
+                *took < Duration::from_secs(10),
+                "past DB_CONNECT_TIMEOUT: {took:?}"
+            );
+        }
+        assert_eq!(
+            cluster.endpoint.resumes(),
+            resumes_before + 1,
+            "one resume per round"
+        );
+    }
+
+    let mut stored = cluster.user_agents().expect("visits read");
+    stored.sort();
+    expected_rows.sort();
+    assert_eq!(stored, expected_rows, "each visit stored exactly once");
+}
+
+/// A failover under 16 clients, with the endpoint stale for Aurora's 5 s TTL (the old writer,
+/// back as a reader, accepts logins and rejects writes): only 200 or 503 problem+json, every
+/// answer 200 again within 10 s of the record moving, and each 200 a row on the new writer.
+#[test]
+fn a_failover_under_load_recovers_within_10_s_of_the_endpoint_moving() {
+    let _serial = one_at_a_time();
+    let mut cluster = Cluster::start(Lifecycle::default(), true, &[("DB_ACQUIRE_TIMEOUT", "2s")])
+        .expect("the cluster and the frontend start");
+    let (before, after) = (Duration::from_secs(3), Duration::from_secs(15));
+    let load = Load::start(LoadSpec::new(
+        cluster.addr(),
+        vec![Target::visits(CLIENTS)],
+        before + DNS_TTL + after,
+    ))
+    .expect("load starts");
+    std::thread::sleep(before);
+    let moved = cluster.failover(DNS_TTL).expect("failover");
+    let report = load.finish().expect("load finishes");
+    println!(
+        "failover: record moved at +{:?}\n{}",
+        moved.duration_since(report.started),
+        report.summary()
+    );
+
+    assert_only_200_or_503_problem(&report, 0);
+    let recovered_by = moved + Duration::from_secs(10);
+    let late: Vec<_> = report
+        .of(0)
+        .filter(|record| record.start >= recovered_by && record.status() != Some(200))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "{} visits failed 10 s or more after the endpoint moved, e.g. {:?}\nfrontend log tail:\n{}",
+        late.len(),
+        &late[..late.len().min(5)],
+        tail(&cluster.frontend.logs(), 30)
+    );
+    assert!(
+        report.of(0).any(|record| record.start >= recovered_by),
+        "the load ended before it could show recovery"
+    );
+    let last_failure = report
+        .of(0)
+        .filter(|record| record.status() != Some(200))
+        .map(|record| record.end)
+        .max();
+    println!(
+        "failover: {} answers 503; last failure {:?} after the record moved",
+        report.count_status(0, 503),
+        last_failure.map(|end| end.saturating_duration_since(moved))
+    );
+    let accounting = report.account(0, &cluster.user_agents().expect("visits read on the new writer"));
+    assert!(accounting.is_exact(), "across the failover: {accounting}");
+}
+
+/// A reboot of the writer under 16 clients: only 200 or 503 problem+json, 200 again within 3 s
+/// of the instance accepting connections, each 200 one row.
+#[test]
+fn a_reboot_under_load_recovers_within_3_s_of_the_instance_accepting_again() {
+    let _serial = one_at_a_time();
+    let mut cluster = Cluster::start(Lifecycle::default(), false, &[("DB_ACQUIRE_TIMEOUT", "2s")])
+        .expect("the cluster and the frontend start");
+    let load = Load::start(LoadSpec::new(
+        cluster.addr(),
+        vec![Target::visits(CLIENTS)],
+        Duration::from_secs(12),
+    ))
+    .expect("load starts");
+    std::thread::sleep(Duration::from_secs(3));
+    let up = cluster.reboot(Duration::from_secs(2)).expect("reboot");
+    let report = load.finish().expect("load finishes");
+    println!(
+        "reboot: up again at +{:?}\n{}",
+        up.duration_since(report.started),
+        report.summary()
+    );
+
+    assert_only_200_or_503_problem(&report, 0);
+    let settled = up + Duration::from_secs(3);
+    let late: Vec<_> = report
+        .of(0)
+        .filter(|record| record.start >= settled && record.status() != Some(200))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "{} visits failed 3 s or more after the reboot, e.g. {:?}",
+        late.len(),
+        &late[..late.len().min(5)]
+    );
+    let accounting = report.account(0, &cluster.user_agents().expect("visits read"));
+    assert!(accounting.is_exact(), "across the reboot: {accounting}");
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
