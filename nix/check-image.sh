@@ -92,8 +92,10 @@ fi
 # `-<config>` when host and build differ (`${pname}${staticMarker}${hostSuffix}-${version}`), is
 # not part of the package either: musl-static-x86_64-unknown-linux-musl-1.2.5 (pkgsStatic's) is
 # musl. nixpkgs names bashInteractive bash-interactive and coreutils-full coreutils-full; both are
-# that shell and those tools.
-libc_or_shell='^(glibc|musl|bash|bash-interactive|dash|coreutils|coreutils-full|busybox)(-static)?(-[a-z0-9_]+-unknown-linux-[a-z0-9_]+)?$'
+# that shell and those tools. glibc's pname gains `-gd` (withGd) and then `-nolibgcc` (built by GCC
+# without libgcc), and glibc_multi is named `<glibc's name>-multi-<version>`: all of them glibc
+# (glibc-locales is not). uutils-coreutils is rejected as coreutils is: the same tools, in Rust.
+libc_or_shell='^(glibc(-gd)?(-nolibgcc)?(-multi)?|musl|bash|bash-interactive|dash|coreutils|coreutils-full|uutils-coreutils|busybox)(-static)?(-[a-z0-9_]+-unknown-linux-[a-z0-9_]+)?$'
 libc=()
 while read -r found; do
   if [[ ! $found =~ ^[0-9a-df-np-sv-z]{32}-(.+)$ ]]; then

@@ -19,8 +19,8 @@
 #                    message, an extra file (in /bin or beside the store), an extra store path, a
 #                    missing CA bundle, a root user, a wrong port, a missing mimalloc option, an
 #                    oversize or uncompressed archive, a libc or shell by package name (native,
-#                    pkgsStatic's, cross, any output; not look-alikes), a path not named like a
-#                    store path
+#                    pkgsStatic's, cross, any output, glibc's variants; not look-alikes), a path
+#                    not named like a store path
 #   8. nix-fmt-tree  the flake's formatter (nix/nixpkgs-fmt-tree.sh) with no arguments and stdin closed
 #                    formats the whole tree and returns; paths and flags are passed through
 #
@@ -252,7 +252,8 @@ rejects_uncompressed() {
 }
 
 # Every libc and shell as nixpkgs names their store paths (native, pkgsStatic's, a musl cross
-# build's, other outputs), and look-alikes that are neither (the services' own static names,
+# build's, other outputs; glibc's pnames with -nolibgcc and -gd, glibc_multi's <name>-multi-<version>,
+# uutils-coreutils), and look-alikes that are neither (the services' own static names,
 # bash-completion, glibc-locales, musl-fts), all in one image whose closure lists them, so only the
 # libc/shell rule can object. It must name exactly the libcs and shells, each with its package.
 #   system host pname version output libc-or-shell?
@@ -260,6 +261,10 @@ libc_corpus='
 x86_64-linux  native     glibc            2.42-67 out    yes
 x86_64-linux  native     glibc            2.42-67 bin    yes
 x86_64-linux  native     glibc            2.42-67 getent yes
+x86_64-linux  native     glibc-nolibgcc   2.42-67 out    yes
+x86_64-linux  native     glibc-gd         2.42-67 out    yes
+x86_64-linux  native     glibc-multi      2.42-67 out    yes
+x86_64-linux  native     glibc-multi      2.42-67 bin    yes
 x86_64-linux  native     musl             1.2.5   out    yes
 x86_64-linux  static     musl             1.2.5   out    yes
 aarch64-linux static     musl             1.2.5   dev    yes
@@ -270,6 +275,7 @@ x86_64-linux  native     bash-interactive 5.3p9   out    yes
 x86_64-linux  native     dash             0.5.13  out    yes
 x86_64-linux  native     coreutils        9.11    out    yes
 x86_64-linux  native     coreutils-full   9.11    out    yes
+x86_64-linux  native     uutils-coreutils 0.2.2   out    yes
 aarch64-linux static     coreutils        9.11    out    yes
 x86_64-linux  native     busybox          1.37.0  out    yes
 x86_64-linux  static     busybox          1.37.0  out    yes
