@@ -154,7 +154,7 @@ image_archive() {
     config=$work/image-config-edited.json
   fi
   python3 tests/nix/image_archive.py --root "$image_root" --config "$config" \
-    --repo-tag "frontend:$(fake_hash frontend.tar.gz)" "$@" "$work/image.tar.gz"
+    --repo-tag "${image_name:-frontend}:$(fake_hash "${image_name:-frontend}.tar.gz")" "$@" "$work/image.tar.gz"
 }
 
 run_contract() {
@@ -196,7 +196,10 @@ archive_layout() {
   cat "$dir/entries"
   grep -qx '/nix/' "$dir/entries" && grep -qx '/nix/store/' "$dir/entries" \
     && grep -qx "$entrypoint" "$dir/entries" && grep -qx './' "$dir/entries" \
-    && ! grep -q '^nix/' "$dir/entries"
+    && ! grep -q '^nix/' "$dir/entries" || return 1
+  # The history names the customisation layer as streamLayeredImage does: <hash>-<image name>-customisation-layer.
+  jq -e '.history[-1].comment | test("^store paths: \\[.[/]nix[/]store[/][0-9a-df-np-sv-z]{32}-frontend-customisation-layer.\\]$")' \
+    "$dir/$(jq -r '.[0].Config' "$dir/manifest.json")"
 }
 
 rejects_extra_file() {
@@ -402,7 +405,8 @@ accepts_every_service_name() {
         printf '\177ELF static binary stand-in\n' >"$image_root$entrypoint"
       fi
       printf '%s\n' "$cacert_path" "$path" >"$work/image-closure-$service"
-      config_edit=".Entrypoint = [\"$entrypoint\"]" image_archive --layer "$path" --layer "$cacert_path" || return 1
+      image_name=$service config_edit=".Entrypoint = [\"$entrypoint\"]" image_archive --layer "$path" \
+        --layer "$cacert_path" || return 1
       echo -n "$system "
       image_name=$service closure=$work/image-closure-$service run_contract 2>&1 || status=1
     done

@@ -9,6 +9,8 @@ compressor buildLayeredImage pipes it through (`pigz -nTR`):
   outer tar (Python tarfile, PAX format), gzip-wrapped with no name and mtime 0:
     <sha256 of layer tar>/layer.tar   one per store layer, then the customisation layer
     <sha256 of config>.json           image config: created, architecture, os, config, rootfs, history
+                                      (one "store paths: [...]" comment per layer; the customisation
+                                      layer's is /nix/store/<hash>-<image name>-customisation-layer)
     manifest.json                     [{"Config": ..., "RepoTags": [...], "Layers": [...]}]
   each store layer tar:
     /nix/ and /nix/store/             directories, mode 0755, first
@@ -52,6 +54,12 @@ MTIME = 1
 OWNER = {"uid": 0, "gid": 0, "uname": "root", "gname": "root"}
 # nixpkgs' stdenv sets SOURCE_DATE_EPOCH to 1980-01-01; the customisation layer's tar uses it.
 SOURCE_DATE_EPOCH = 315532800
+
+
+def fake_store_hash(name):
+    """A stand-in store hash: 32 characters of Nix's base-32 alphabet (no e, o, t, u), fixed per
+    name; the same rule as fake_hash in tests/nix/check.sh."""
+    return hashlib.sha256(name.encode()).hexdigest()[:32].replace("e", "g")
 
 
 def with_owner(info):
@@ -195,11 +203,17 @@ def main():
                         help="NAME:TAG; dockerTools tags with the store hash (32 characters) by default")
     parser.add_argument("--architecture", default="amd64")
     parser.add_argument("--customisation-path",
-                        default="/nix/store/00000000000000000000000000000000-image-customisation-layer",
-                        help="store path of the customisation layer (only named in the history)")
+                        help="store path of the customisation layer (only named in the history); "
+                             "default /nix/store/<hash>-<image name>-customisation-layer, as "
+                             "streamLayeredImage names it (`${baseNameOf name}-customisation-layer`), "
+                             "the image name read from --repo-tag")
     parser.add_argument("--uncompressed", action="store_true")
     parser.add_argument("out")
     args = parser.parse_args()
+    if args.customisation_path is None:
+        image_name = args.repo_tag.rsplit(":", 1)[0].rsplit("/", 1)[-1]
+        layer_name = f"{image_name}-customisation-layer"
+        args.customisation_path = f"/nix/store/{fake_store_hash(layer_name)}-{layer_name}"
     for store_path in (path for layer in args.layer for path in layer):
         if not store_path.startswith("/nix/store/"):
             sys.exit(f"not a store path: {store_path}")
