@@ -11,7 +11,7 @@ pub mod stack;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-pub use load::{Accounting, Load, LoadSpec, Outcome, Record, Report, Target};
+pub use load::{Accounting, Load, LoadSpec, OUTCOME_UNKNOWN_TYPE, Outcome, Record, Report, Target};
 pub use stack::Stack;
 
 /// `RELIABILITY_LONG=1` selects the long forms (60 s loads instead of 10 s, more examples).

@@ -95,6 +95,8 @@ pub enum Outcome {
         body_ok: bool,
         /// The response contained one of the spec's forbidden strings.
         forbidden: bool,
+        /// A problem whose `type` is [`OUTCOME_UNKNOWN_TYPE`]: the visit may have been stored.
+        outcome_unknown: bool,
     },
     /// The TCP connection was refused (nothing listens).
     Refused,
@@ -375,13 +377,22 @@ fn judge(spec: &LoadSpec, target: usize, parts: &hyper::http::response::Parts, b
         }
         spec.forbidden.iter().any(|needle| text.contains(needle.as_str()))
     };
+    let outcome_unknown = problem
+        && json
+            .as_ref()
+            .is_some_and(|json| json["type"] == OUTCOME_UNKNOWN_TYPE);
     Outcome::Response {
         status,
         problem,
         body_ok,
         forbidden,
+        outcome_unknown,
     }
 }
+
+/// The problem `type` the frontend answers when the database could not confirm whether a visit
+/// was stored (crates/frontend/src/api/visits.rs, `OUTCOME_UNKNOWN_TYPE`).
+pub const OUTCOME_UNKNOWN_TYPE: &str = "tag:apprunner-vpc,2026:visit-outcome-unknown";
 
 /// Everything a load saw.
 pub struct Report {
@@ -417,6 +428,8 @@ impl Report {
             lost: Vec::new(),
             duplicated: Vec::new(),
             unacknowledged: Vec::new(),
+            unknown: 0,
+            unknown_stored: 0,
         };
         for record in self.of(index) {
             let Some(agent) = self.user_agent(record) else {
@@ -424,12 +437,22 @@ impl Report {
             };
             let found = rows.remove(agent.as_str()).unwrap_or(0);
             let ok = record.status() == Some(200);
+            let unknown = matches!(
+                record.outcome,
+                Outcome::Response {
+                    outcome_unknown: true,
+                    ..
+                }
+            );
             accounting.acknowledged += usize::from(ok);
-            match (ok, found) {
-                (true, 1) | (false, 0) => {}
-                (true, 0) => accounting.lost.push(self.describe(record)),
-                (true, _) => accounting.duplicated.push(self.describe(record)),
-                (false, _) => accounting.unacknowledged.push(self.describe(record)),
+            accounting.unknown += usize::from(unknown);
+            match (ok, unknown, found) {
+                (true, _, 1) | (false, _, 0) => {}
+                // The client was told the visit may have been stored: one row is the truth too.
+                (false, true, 1) => accounting.unknown_stored += 1,
+                (true, _, 0) => accounting.lost.push(self.describe(record)),
+                (_, _, _) if found > 1 => accounting.duplicated.push(self.describe(record)),
+                (_, _, _) => accounting.unacknowledged.push(self.describe(record)),
             }
         }
         // Rows no request of this load sent (or of another target): also wrong here.
@@ -512,12 +535,25 @@ pub struct Accounting {
     pub lost: Vec<String>,
     /// 200s with more than one row.
     pub duplicated: Vec<String>,
-    /// Rows for requests that were not answered 200 (or were never sent).
+    /// Rows for requests that were not answered 200 (or were never sent), other than those
+    /// told their outcome is unknown.
     pub unacknowledged: Vec<String>,
+    /// Answers that said the outcome is unknown (the visit may have been stored) …
+    pub unknown: usize,
+    /// … and how many of those were stored.
+    pub unknown_stored: usize,
 }
 
 impl Accounting {
+    /// Every 200 one row, every other answer none, and no outcome unknown.
     pub fn is_exact(&self) -> bool {
+        self.keeps_the_promises() && self.unknown == 0
+    }
+
+    /// Every 200 one row, nothing stored twice, no row for an answer that said nothing was
+    /// stored; answers that said the outcome is unknown may have one row (count them with
+    /// [`unknown`](Self::unknown)).
+    pub fn keeps_the_promises(&self) -> bool {
         self.lost.is_empty() && self.duplicated.is_empty() && self.unacknowledged.is_empty()
     }
 }
@@ -526,12 +562,14 @@ impl std::fmt::Display for Accounting {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} answers 200, {} rows; lost {}, duplicated {}, stored without a 200 {}",
+            "{} answers 200, {} rows; lost {}, duplicated {}, stored without a 200 {}; outcome unknown {} ({} stored)",
             self.acknowledged,
             self.rows,
             self.lost.len(),
             self.duplicated.len(),
-            self.unacknowledged.len()
+            self.unacknowledged.len(),
+            self.unknown,
+            self.unknown_stored
         )?;
         for (what, list) in [
             ("lost", &self.lost),

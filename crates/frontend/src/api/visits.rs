@@ -44,10 +44,16 @@ enum RegisterResponse {
     /// The visit is committed to the database.
     #[oai(status = 200)]
     Ok(Json<Registered>),
-    /// The database is unavailable; nothing was recorded.
+    /// The database is unavailable. With `type` `about:blank` nothing was recorded, and trying
+    /// again cannot record the visit twice. With `type`
+    /// `tag:apprunner-vpc,2026:visit-outcome-unknown` the database could not confirm either way:
+    /// the visit may have been recorded (look at /recent-visits before trying again).
     #[oai(status = 503, content_type = "application/problem+json")]
     Unavailable(Json<Problem>),
 }
+
+/// The problem `type` of a visit whose outcome the database did not confirm.
+pub const OUTCOME_UNKNOWN_TYPE: &str = "tag:apprunner-vpc,2026:visit-outcome-unknown";
 
 #[derive(ApiResponse)]
 enum RecentVisitsResponse {
@@ -108,13 +114,22 @@ impl VisitsApi {
 }
 
 /// The 503 a client sees; `outcome` says what that meant for this request (for a visit: that it
-/// was not stored, so retrying cannot record it twice).
+/// was not stored, so retrying cannot record it twice) — unless the database could not say.
 fn problem(error: DbError, outcome: &str) -> Problem {
     let detail = match error {
         DbError::NotConfigured => "The database is not configured: set DB_HOST or DBSECRETSNAME.".to_owned(),
         DbError::Timeout => format!("The database did not answer in time; {outcome}. Try again later."),
         DbError::Unavailable | DbError::Failed => {
             format!("The database is unavailable; {outcome}. Try again later.")
+        }
+        DbError::OutcomeUnknown => {
+            let mut problem = Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The database lost its answer and could not be asked in time whether this visit was \
+                 stored: it may have been. Look at /recent-visits before trying again.",
+            );
+            problem.problem_type = OUTCOME_UNKNOWN_TYPE.to_owned();
+            return problem;
         }
     };
     Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail)
@@ -138,6 +153,28 @@ mod tests {
 
     fn request_with_agent(value: HeaderValue) -> Request {
         Request::builder().header(USER_AGENT, value).finish()
+    }
+
+    #[test]
+    fn only_an_unknown_outcome_says_the_visit_may_have_been_stored() {
+        let unknown = problem(DbError::OutcomeUnknown, "nothing was stored");
+        assert_eq!(unknown.status, 503);
+        assert_eq!(unknown.problem_type, OUTCOME_UNKNOWN_TYPE);
+        assert!(unknown.detail.contains("may have been"), "{}", unknown.detail);
+        assert!(
+            !unknown.detail.contains("nothing was stored"),
+            "{}",
+            unknown.detail
+        );
+        for error in [DbError::Unavailable, DbError::Failed, DbError::Timeout] {
+            let definite = problem(error, "nothing was stored");
+            assert_eq!(definite.problem_type, "about:blank");
+            assert!(
+                definite.detail.contains("nothing was stored"),
+                "{}",
+                definite.detail
+            );
+        }
     }
 
     #[test]

@@ -78,6 +78,10 @@ pub enum DbError {
     Timeout,
     #[error("the database statement failed")]
     Failed,
+    /// A write whose answer was lost, and the database could not be asked in time whether it
+    /// took effect: it may have. Only a visit's write ends this way.
+    #[error("the database did not confirm whether the write took effect")]
+    OutcomeUnknown,
 }
 
 impl DbError {

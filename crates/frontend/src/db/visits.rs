@@ -105,7 +105,9 @@ impl VisitWriter {
             .send(Pending { visit, committed })
             .await
             .map_err(|_| DbError::Unavailable)?;
-        outcome.await.unwrap_or(Err(DbError::Unavailable))
+        // The writer gave up its part without an answer (a resolver thread that could not start):
+        // the batch's statement may have been sent.
+        outcome.await.unwrap_or(Err(DbError::OutcomeUnknown))
     }
 }
 
@@ -239,7 +241,7 @@ fn resolve_in_background(
         .name("batch-resolver".to_owned())
         .spawn(answer)
     {
-        tracing::error!(%error, batch = %id, "cannot start a thread to resolve a visit batch; its visits get 503");
+        tracing::error!(%error, batch = %id, "cannot start a thread to resolve a visit batch; its visits get 503, outcome unknown, rows may exist");
     }
 }
 
@@ -247,9 +249,8 @@ fn resolve_in_background(
 /// not stored means 503 with no row. It claims the batch id for nothing: if that inserts, the
 /// batch was never stored and now never can be; if the id exists, the batch was stored. A first
 /// attempt still in progress (its session not yet ended on the server) makes the claim wait for
-/// its outcome. If the database stays unreachable past `resolve_within`, the requests get 503
-/// although their rows may exist — logged as such, the one case where a 503 does not prove that
-/// nothing was stored.
+/// its outcome. If the database stays unreachable past `resolve_within`, the outcome is unknown
+/// and the requests are told so ([`DbError::OutcomeUnknown`]): their rows may exist.
 fn resolve_batch(pool: &Pool, id: Uuid, resolve_within: Duration) -> Result<(), DbError> {
     let deadline = Instant::now() + resolve_within;
     loop {
@@ -278,9 +279,9 @@ fn resolve_batch(pool: &Pool, id: Uuid, resolve_within: Duration) -> Result<(), 
                 tracing::error!(
                     batch = %id,
                     error,
-                    "outcome of an unanswered visit batch unknown; answering 503, rows may exist"
+                    "outcome of an unanswered visit batch unknown; answering 503, outcome unknown, rows may exist"
                 );
-                return Err(DbError::Unavailable);
+                return Err(DbError::OutcomeUnknown);
             }
             Err(_) => thread::sleep(Duration::from_millis(100)),
         }
@@ -580,8 +581,8 @@ mod tests {
         let started = Instant::now();
         assert_eq!(
             resolve(stored, Duration::from_millis(500)).await.expect("thread"),
-            Err(DbError::Unavailable),
-            "unknown outcome: no 200 without proof"
+            Err(DbError::OutcomeUnknown),
+            "unknown outcome: no 200 without proof, and no claim that nothing was stored"
         );
         assert!(
             started.elapsed() >= Duration::from_millis(500),
