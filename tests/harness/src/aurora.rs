@@ -108,6 +108,9 @@ impl AuroraEndpoint {
     pub fn start_on(listen: SocketAddr, upstream: SocketAddr, lifecycle: Lifecycle) -> Result<Self> {
         let listener =
             TcpListener::bind(listen).with_context(|| format!("binding the endpoint on {listen}"))?;
+        // Polled, so that dropping the endpoint needs no connection to wake it: it may live in
+        // a network namespace the dropping thread cannot reach.
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -195,20 +198,28 @@ impl Drop for AuroraEndpoint {
             }
         }
         self.shared.resumed.notify_all();
-        // Wake the acceptor so it sees `stopping`.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
         if let Some(acceptor) = self.acceptor.take() {
             let _ = acceptor.join();
         }
     }
 }
 
+/// How often the acceptor looks for a new connection (and whether it should stop).
+const ACCEPT_POLL: Duration = Duration::from_millis(5);
+
 fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
-    for client in listener.incoming() {
-        if shared.stopping.load(Ordering::SeqCst) {
-            return;
+    while !shared.stopping.load(Ordering::SeqCst) {
+        let client = match listener.accept() {
+            Ok((client, _)) => client,
+            Err(error) if error.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(ACCEPT_POLL);
+                continue;
+            }
+            Err(_) => continue,
+        };
+        if client.set_nonblocking(false).is_err() {
+            continue;
         }
-        let Ok(client) = client else { continue };
         let shared = Arc::clone(shared);
         let spawned = std::thread::Builder::new()
             .name("aurora-endpoint-conn".to_owned())

@@ -3,18 +3,21 @@
 //!
 //! One [`Topology`] value is read from the Pulumi program ([`program`]); [`reach`] says which
 //! paths it opens and which rule decides each; [`firewall`] compiles it to nftables; [`twin`]
-//! turns it into network namespaces, bridges, routes, a NAT host, dnsmasq as the VPC resolver,
-//! and runs the real system in it. Tests name nodes (`internet`, the frontend's host from
+//! turns it into network namespaces, bridges, routes, a NAT host, the VPC resolver ([`resolver`]),
+//! Aurora's lifecycle ([`aurora`]), and runs the real system in it. Tests name nodes (`internet`, the frontend's host from
 //! [`Topology::frontend`], `aurora`, `task-1`, ...), never addresses.
 //!
 //! Everything the twin creates carries the prefix [`PREFIX`] (namespaces `avt-*`, nft tables
 //! `avt_*` inside them, `/etc/netns/avt-*`, `$TMPDIR/avt-twin-*`), and only such things are ever
 //! removed.
 
+pub mod aurora;
+pub mod control;
 pub mod firewall;
 pub mod ns;
 pub mod program;
 pub mod reach;
+pub mod resolver;
 pub mod stack;
 pub mod topology;
 pub mod twin;
@@ -41,13 +44,13 @@ pub fn require_root() -> anyhow::Result<()> {
              with the nextest filter `not binary_id(vpc-twin::twin)`"
         );
     }
-    for tool in ["ip", "nft", "dnsmasq"] {
+    for tool in ["ip", "nft", "dnsmasq", "unbound"] {
         if !["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
             .iter()
             .any(|dir| std::path::Path::new(dir).join(tool).exists())
         {
             anyhow::bail!(
-                "the VPC twin needs `{tool}`: apt-get install -y iproute2 nftables dnsmasq-base (tests/setup installs them)"
+                "the VPC twin needs `{tool}`: apt-get install -y iproute2 nftables dnsmasq-base unbound (tests/setup installs them)"
             );
         }
     }

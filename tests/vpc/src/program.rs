@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use ipnet::Ipv4Net;
@@ -765,6 +766,17 @@ impl<'a> Program<'a> {
         Ok(Env::Text(out))
     }
 
+    /// Serverless v2 pauses after `secondsUntilAutoPause` only at a minimum of 0 ACU.
+    fn auto_pause(&self, cluster: &'a Value) -> Result<Option<Duration>> {
+        let scaling = |key: &str| self.integer(cluster, &["serverlessv2ScalingConfiguration", key]);
+        Ok(match (scaling("minCapacity"), scaling("secondsUntilAutoPause")) {
+            (Some(0), Some(seconds)) => Some(Duration::from_secs(u64::try_from(seconds)?)),
+            // AWS's default when the setting is absent.
+            (Some(0), None) => Some(Duration::from_secs(300)),
+            _ => None,
+        })
+    }
+
     fn database(&self) -> Result<(Vec<String>, Database)> {
         let (name, cluster) = self.one_of_type("aws:rds:Cluster")?;
         let groups = self.group_list(
@@ -781,6 +793,7 @@ impl<'a> Program<'a> {
             master_username: self
                 .string(cluster, &["masterUsername"])
                 .ok_or_else(|| anyhow!("{name}: no masterUsername"))?,
+            auto_pause: self.auto_pause(cluster)?,
         };
         Ok((groups, database))
     }

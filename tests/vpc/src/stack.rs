@@ -7,8 +7,11 @@ use anyhow::{Context, Result};
 use nix::sys::signal::{SigSet, Signal};
 use std::fmt::Write as _;
 
+use std::sync::{Arc, Mutex, PoisonError};
+
 use crate::topology::{HostKind, Topology};
-use crate::{Twin, program};
+use crate::twin::Options;
+use crate::{Twin, control, program};
 
 /// The hosts of a topology as a table (node, namespace, subnet, address, security groups).
 pub fn describe(topology: &Topology) -> String {
@@ -97,7 +100,9 @@ pub fn run() -> Result<()> {
     let topology = program::load()?;
     println!("The VPC twin of {}\n", path.display());
     println!("{}", describe(&topology));
-    let twin = Twin::start(topology)?;
+    // A resume holds the first connection about 15 s: the frontend waits for it as on AWS.
+    let options = Options::of(&topology).frontend("DB_CONNECT_TIMEOUT", "20s");
+    let twin = Twin::start_with(topology, options)?;
     println!("Started in {:.1?}:", twin.start_time);
     for (phase, took) in &twin.phases {
         println!("  {phase}: {took:.1?}");
@@ -121,13 +126,26 @@ pub fn run() -> Result<()> {
          A shell on a node: ip netns exec <namespace> bash   (e.g. ip netns exec {internet} bash;\n\
          VPC nodes use the VPC resolver through /etc/netns/<namespace>/resolv.conf)\n\
          Security groups: ip netns exec {aurora} nft list table inet avt_sg\n\n\
+         Aurora ({status_first}), from another shell:\n  {exe} aurora status | failover | reboot | vanish | restore | pause-after SECONDS|never\n\n\
          Ctrl-C stops everything and removes the namespaces.",
         url = twin.url("/"),
         ps = twin.url("/ecs-private-service"),
         aurora = twin.namespace_of("aurora"),
+        status_first = twin.aurora_status().lines().next().unwrap_or_default(),
+        exe = std::env::current_exe()
+            .map(|path| path.display().to_string())
+            .unwrap_or_else(|_| "vpc-twin".to_owned()),
     );
+    let twin: control::Shared = Arc::new(Mutex::new(Some(twin)));
+    control::serve(Arc::clone(&twin))?;
     let signal = signals.wait().context("waiting for Ctrl-C")?;
     println!("\n{signal}: stopping");
+    control::close();
+    let twin = twin
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+        .context("the twin was already stopped")?;
     let took = twin.stop()?;
     println!("Stopped and removed in {took:.1?}");
     Ok(())

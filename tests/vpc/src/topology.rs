@@ -263,6 +263,8 @@ pub struct Database {
     pub port: u16,
     pub name: String,
     pub master_username: String,
+    /// Serverless v2's auto-pause after this long without connections (minimum 0 ACU).
+    pub auto_pause: Option<std::time::Duration>,
 }
 
 /// A frontend environment value as the program declares it.

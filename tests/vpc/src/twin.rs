@@ -7,9 +7,9 @@
 //! | `avt-apprunner` | App Runner's frontend: public endpoint `pub0` (inbound), connector ENI `eni0` (all outbound) |
 //! | `avt-frontend` | Express Mode's frontend task: one ENI in the service's subnet, a public IPv4 via the internet gateway |
 //! | `avt-alb` | a node of Express Mode's load balancer: the listener (nftables DNAT + SNAT, no process) forwards to the task |
-//! | `avt-resolver` | dnsmasq at the VPC base + 2: Cloud Map records, the DB endpoint, the AWS endpoint |
+//! | `avt-resolver` | the VPC resolver at base + 2: Unbound caching as Route 53 Resolver does, in front of dnsmasq on the namespace's loopback (Cloud Map records, Aurora's endpoints and instances, the AWS endpoint) |
 //! | `avt-nat-<az>` | the NAT gateway (forwarding + masquerade) in a public subnet |
-//! | `avt-aurora` | PostgreSQL with TLS for the cluster endpoint name (`hostssl` only, like `rds.force_ssl`) |
+//! | `avt-aurora` | Aurora: a writer and a synchronous reader, each at an address of the node's ENI, paused and resumed, failed over, rebooted, vanished ([`crate::aurora`]) |
 //! | `avt-task-<n>` | one ECS task: the private service and its own task metadata stand-in |
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,10 +23,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
 
+use crate::aurora::{self, Aurora, AuroraSpec};
 use crate::firewall::{self, ENI, IGW_IF, Members, PUBLIC_ENDPOINT_IF};
 use crate::ns::{self, NsProcess, in_namespace, wait_for};
 use crate::program::REGION;
 use crate::reach;
+use crate::resolver::{Cname, Resolver};
 use crate::topology::{
     APP_RUNNER_CLIENT_SIDE, APP_RUNNER_ENDPOINT, EgressType, Env, HostKind, INTERNET_GATEWAY, INTERNET_HOST,
     Platform, SubnetKind, Topology,
@@ -54,6 +56,34 @@ pub const FRONTEND_EXTRA_ENV: [(&str, &str); 4] = [
     ("ECSPRIVATESERVICE_TIMEOUT", "2s"),
 ];
 
+/// What a twin runs with beyond its program.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Environment for the frontend, over [`FRONTEND_EXTRA_ENV`].
+    pub frontend_env: Vec<(String, String)>,
+    /// Aurora's pause and resume; by default the program's (`secondsUntilAutoPause` when the
+    /// minimum capacity is 0 ACU) with Aurora's ~15 s resume.
+    pub lifecycle: harness::Lifecycle,
+}
+
+impl Options {
+    pub fn of(topology: &Topology) -> Self {
+        Self {
+            frontend_env: Vec::new(),
+            lifecycle: harness::Lifecycle {
+                pause_after: topology.database.auto_pause,
+                resume_takes: aurora::RESUME_TAKES,
+            },
+        }
+    }
+
+    /// `options` with `key=value` in the frontend's environment.
+    pub fn frontend(mut self, key: &str, value: &str) -> Self {
+        self.frontend_env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+}
+
 /// The Secrets Manager endpoint name the SDK uses.
 pub fn secrets_manager_host() -> String {
     format!("secretsmanager.{REGION}.amazonaws.com")
@@ -72,7 +102,9 @@ pub struct Twin {
     frontend: Option<NsProcess>,
     tasks: BTreeMap<usize, Task>,
     registered: BTreeSet<usize>,
-    dnsmasq: Option<NsProcess>,
+    resolver: Option<Resolver>,
+    aurora: Option<Aurora>,
+    options: Options,
     moto: Option<NsProcess>,
     secret_arn: String,
     db_password: String,
@@ -92,6 +124,12 @@ impl Twin {
     /// Builds the network of `topology` and starts the whole system in it: Aurora, the secret,
     /// the desired number of tasks (registered in Cloud Map), the frontend.
     pub fn start(topology: Topology) -> Result<Self> {
+        let options = Options::of(&topology);
+        Self::start_with(topology, options)
+    }
+
+    /// [`start`](Self::start) with `options`.
+    pub fn start_with(topology: Topology, options: Options) -> Result<Self> {
         crate::require_root()?;
         if topology.platform
             == (Platform::AppRunner {
@@ -142,7 +180,9 @@ impl Twin {
             frontend: None,
             tasks: BTreeMap::new(),
             registered: BTreeSet::new(),
-            dnsmasq: None,
+            resolver: None,
+            aurora: None,
+            options,
             moto: None,
             secret_arn: String::new(),
             db_password: hex_token(),
@@ -158,11 +198,11 @@ impl Twin {
         twin.build_network()?;
         mark(&mut twin, "network (namespaces, links, routes, nftables)");
         twin.start_resolver()?;
-        mark(&mut twin, "resolver (dnsmasq)");
+        mark(&mut twin, "resolver (Unbound, dnsmasq)");
         // moto takes ~2 s to boot: Aurora starts meanwhile.
         twin.spawn_secrets_manager()?;
         twin.start_aurora()?;
-        mark(&mut twin, "Aurora (PostgreSQL, TLS)");
+        mark(&mut twin, "Aurora (writer and reader, TLS)");
         twin.await_secrets_manager()?;
         mark(&mut twin, "Secrets Manager (moto, TLS) and the secret");
         for number in 1..=twin.topology.desired_tasks {
@@ -369,7 +409,12 @@ impl Twin {
             };
             if live {
                 for group in &host.groups {
-                    members.entry(group.clone()).or_default().push(host.address);
+                    let addresses = members.entry(group.clone()).or_default();
+                    addresses.push(host.address);
+                    // The reader instance's address is the node's too: a member of its groups.
+                    if host.kind == HostKind::Aurora {
+                        addresses.push(aurora_reader_address(host.address));
+                    }
                 }
             }
         }
@@ -418,56 +463,50 @@ impl Twin {
 
     fn start_resolver(&mut self) -> Result<()> {
         let topology = &self.topology;
+        let (instances, _) = aurora::names(&topology.database.endpoint);
+        let aurora_host = topology.host("aurora");
         std::fs::write(
             self.hosts_file(),
             format!(
-                "{} {}\n{INTERNET_HOST} {}\n",
-                topology.host("aurora").address,
-                topology.database.endpoint,
+                "{} {}\n{} {}\n{INTERNET_HOST} {}\n",
+                aurora_host.address,
+                instances[0],
+                aurora_reader_address(aurora_host.address),
+                instances[1],
                 secrets_manager_host()
             ),
         )?;
         self.write_cloud_map()?;
         let resolver = topology.host("resolver");
-        let args = [
-            "--keep-in-foreground".to_owned(),
-            "--conf-file=/dev/null".to_owned(),
-            "--no-resolv".to_owned(),
-            "--no-hosts".to_owned(),
-            "--no-negcache".to_owned(),
-            "--user=root".to_owned(),
-            "--pid-file=".to_owned(),
-            "--bind-interfaces".to_owned(),
-            format!("--listen-address={}", resolver.address),
-            format!("--local-ttl={}", topology.cloud_map.ttl),
-            format!("--addn-hosts={}", self.hosts_file().display()),
-            format!("--addn-hosts={}", self.cloud_map_file().display()),
-            // Authoritative for every name (no upstream): unknown names and missing AAAA get
-            // NXDOMAIN/NODATA at once instead of REFUSED.
-            "--local=/#/".to_owned(),
-            "--log-queries".to_owned(),
-            "--log-facility=-".to_owned(),
-        ];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut dnsmasq = NsProcess::spawn(
-            "dnsmasq",
+        self.resolver = Some(Resolver::start(
             &resolver.namespace(),
-            Path::new("dnsmasq"),
-            &args,
-            &[],
-            self.dir.path().join("dnsmasq.log"),
-        )?;
-        let addr = SocketAddr::from((resolver.address, 53));
-        let ns_name = resolver.namespace();
-        wait_for("dnsmasq listening", STARTUP_WAIT, || {
-            dnsmasq.check_running()?;
-            Ok(
-                (ns::tcp_connect(&ns_name, addr, Duration::from_millis(200))? == ns::Connect::Connected)
-                    .then_some(()),
-            )
-        })?;
-        self.dnsmasq = Some(dnsmasq);
+            resolver.address,
+            self.dir.path(),
+            topology.cloud_map.ttl,
+            vec![self.hosts_file(), self.cloud_map_file()],
+            &self.endpoint_records(&instances[0], &instances[1]),
+        )?);
         Ok(())
+    }
+
+    /// Aurora's cluster and reader endpoints as CNAMEs to their instances.
+    fn endpoint_records(&self, writer: &str, reader: &str) -> Vec<Cname> {
+        let endpoint = &self.topology.database.endpoint;
+        let (_, reader_endpoint) = aurora::names(endpoint);
+        [(endpoint.clone(), writer), (reader_endpoint, reader)]
+            .into_iter()
+            .map(|(alias, target)| Cname {
+                alias,
+                target: target.to_owned(),
+                ttl: aurora::ENDPOINT_TTL,
+            })
+            .collect()
+    }
+
+    fn resolver(&mut self) -> Result<&mut Resolver> {
+        self.resolver
+            .as_mut()
+            .ok_or_else(|| anyhow!("the resolver is not running"))
     }
 
     /// Registers task `number`'s address under the Cloud Map name (as ECS does when it starts).
@@ -482,12 +521,9 @@ impl Twin {
         self.reload_cloud_map()
     }
 
-    fn reload_cloud_map(&self) -> Result<()> {
+    fn reload_cloud_map(&mut self) -> Result<()> {
         self.write_cloud_map()?;
-        self.dnsmasq
-            .as_ref()
-            .ok_or_else(|| anyhow!("the resolver is not running"))?
-            .hangup()
+        self.resolver()?.reload_hosts()
     }
 
     // ------------------------------------------------------------------ Secrets Manager
@@ -615,114 +651,146 @@ impl Twin {
 
     // ------------------------------------------------------------------ Aurora
 
-    fn aurora_dir(&self) -> PathBuf {
-        self.dir.path().join("aurora")
-    }
-
     fn start_aurora(&mut self) -> Result<()> {
-        let bin = pg_bin()?;
-        let user = nix::unistd::User::from_name("postgres")?.ok_or_else(|| {
-            anyhow!("PostgreSQL must run as the `postgres` user: apt-get install -y postgresql")
-        })?;
-        let (uid, gid) = (user.uid.as_raw(), user.gid.as_raw());
-        let dir = self.aurora_dir();
-        std::fs::create_dir_all(&dir)?;
-        std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
-        let data = dir.join("data");
-        let as_postgres = |tool: &str, args: &[&str]| -> Result<String> {
-            let program = bin.join(tool).display().to_string();
-            let mut full = vec![
-                "netns",
-                "exec",
-                "avt-aurora",
-                "runuser",
-                "-u",
-                "postgres",
-                "--",
-                &program,
-            ];
-            full.extend_from_slice(args);
-            ns::run("ip", &full)
-        };
-        let data_arg = data.display().to_string();
-        as_postgres(
-            "initdb",
-            &[
-                "-D",
-                &data_arg,
-                "-U",
-                "postgres",
-                "--auth-local=trust",
-                "--auth-host=scram-sha-256",
-                "-E",
-                "UTF8",
-                "--no-locale",
-                "--no-sync",
-                "--no-instructions",
-            ],
+        let host = self.topology.host("aurora");
+        let namespace = host.namespace();
+        let subnet = self.topology.subnet(host.subnet.as_deref().unwrap_or_default());
+        let reader = aurora_reader_address(host.address);
+        // The reader instance's address on the same ENI (the node stands for both instances).
+        ns::ip_batch(
+            &namespace,
+            &[format!(
+                "addr add {reader}/{} dev {ENI}",
+                subnet.cidr.prefix_len()
+            )],
         )?;
-        let (cert, key) = self.ca.issue(&[&self.topology.database.endpoint])?;
-        std::fs::write(dir.join("server.crt"), cert)?;
-        std::fs::write(dir.join("server.key"), key)?;
-        std::fs::set_permissions(dir.join("server.key"), std::fs::Permissions::from_mode(0o600))?;
-        let address = self.topology.host("aurora").address;
-        let settings = format!(
-            "listen_addresses = '{address}'\nport = {port}\nunix_socket_directories = '{dir}'\nmax_connections = 300\n\
-             fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nlog_min_messages = warning\n\
-             ssl = on\nssl_cert_file = '{dir}/server.crt'\nssl_key_file = '{dir}/server.key'\n",
-            port = self.topology.database.port,
-            dir = dir.display()
-        );
-        std::fs::write(data.join("postgresql.auto.conf"), settings)?;
-        // rds.force_ssl = 1: TCP clients must use TLS.
-        std::fs::write(
-            data.join("pg_hba.conf"),
-            "local all all trust\nhostssl all all 0.0.0.0/0 scram-sha-256\n",
-        )?;
-        for name in ["server.crt", "server.key"] {
-            std::os::unix::fs::chown(dir.join(name), Some(uid), Some(gid))?;
-        }
-        for name in ["postgresql.auto.conf", "pg_hba.conf"] {
-            std::os::unix::fs::chown(data.join(name), Some(uid), Some(gid))?;
-        }
-        let log = dir.join("postgres.log").display().to_string();
-        as_postgres(
-            "pg_ctl",
-            &["-D", &data_arg, "-l", &log, "-w", "-t", "60", "start"],
-        )?;
-        let database = self.topology.database.clone();
-        let password = self.db_password.clone();
-        self.admin(|client| {
-            let user = &database.master_username;
-            client.batch_execute(&format!("CREATE ROLE \"{user}\" LOGIN PASSWORD '{password}'"))?;
-            client.batch_execute(&format!("CREATE DATABASE \"{}\" OWNER \"{user}\"", database.name))?;
-            Ok(())
-        })
+        let endpoint = &self.topology.database.endpoint;
+        let (instances, reader_endpoint) = aurora::names(endpoint);
+        let tls = self.ca.issue(&[
+            endpoint.as_str(),
+            reader_endpoint.as_str(),
+            instances[0].as_str(),
+            instances[1].as_str(),
+        ])?;
+        self.aurora = Some(Aurora::start(AuroraSpec {
+            namespace,
+            dir: self.dir.path().join("aurora"),
+            database: &self.topology.database,
+            addresses: [host.address, reader],
+            tls,
+            master_password: &self.db_password,
+            lifecycle: self.options.lifecycle,
+        })?);
+        Ok(())
     }
 
-    /// Runs `f` with a superuser client on Aurora (over its unix socket, outside any network).
+    fn aurora(&mut self) -> Result<&mut Aurora> {
+        self.aurora
+            .as_mut()
+            .ok_or_else(|| anyhow!("Aurora is not running"))
+    }
+
+    /// Runs `f` with a superuser client on Aurora's writer (over its unix socket, outside any
+    /// network), in the program's database.
     pub fn admin<T: Send>(&self, f: impl FnOnce(&mut postgres::Client) -> Result<T> + Send) -> Result<T> {
-        let dir = self.aurora_dir();
-        let db = self.topology.database.name.clone();
-        std::thread::scope(|scope| {
-            scope
-                .spawn(move || -> Result<T> {
-                    let connect = |dbname: &str| {
-                        postgres::Config::new()
-                            .host_path(&dir)
-                            .port(self.topology.database.port)
-                            .user("postgres")
-                            .dbname(dbname)
-                            .connect(postgres::NoTls)
-                    };
-                    let mut client = connect(&db)
-                        .or_else(|_| connect("postgres"))
-                        .context("connecting to Aurora as postgres")?;
-                    f(&mut client)
-                })
-                .join()
-                .map_err(|_| anyhow!("the Aurora admin thread panicked"))?
-        })
+        self.aurora
+            .as_ref()
+            .ok_or_else(|| anyhow!("Aurora is not running"))?
+            .admin(&self.topology.database.name, f)
+    }
+
+    /// `aws rds failover-db-cluster`: the writer restarts as the reader of the promoted reader,
+    /// and the cluster endpoint's record moves to it. Returns when the record moved: clients
+    /// that resolved it before may reach the old writer for up to its TTL.
+    pub fn aurora_failover(&mut self) -> Result<Instant> {
+        let mut aurora = self
+            .aurora
+            .take()
+            .ok_or_else(|| anyhow!("Aurora is not running"))?;
+        let mut moved = None;
+        let result = aurora.failover(|writer| {
+            self.point_cluster_endpoint_at(writer)?;
+            moved = Some(Instant::now());
+            Ok(())
+        });
+        self.aurora = Some(aurora);
+        result?;
+        moved.ok_or_else(|| anyhow!("the failover did not move the record"))
+    }
+
+    /// Moves the cluster endpoint's record to instance `writer` (and the reader endpoint's to
+    /// the other), nothing else: what a failover does to DNS. On its own, a fault: the record
+    /// names an instance that may not be the writer.
+    pub fn point_cluster_endpoint_at(&mut self, writer: &str) -> Result<()> {
+        let records = self.endpoint_records(writer, &self.aurora_reader_name(writer));
+        self.resolver()?.set_cnames(&records)
+    }
+
+    /// The two instances' names (the first writes when the twin starts).
+    pub fn aurora_instance_names(&self) -> [String; 2] {
+        aurora::names(&self.topology.database.endpoint).0
+    }
+
+    /// The instance name that is not `writer`.
+    fn aurora_reader_name(&self, writer: &str) -> String {
+        let (instances, _) = aurora::names(&self.topology.database.endpoint);
+        instances
+            .into_iter()
+            .find(|name| name != writer)
+            .unwrap_or_default()
+    }
+
+    /// `aws rds reboot-db-instance` of the writer.
+    pub fn aurora_reboot(&mut self) -> Result<()> {
+        self.aurora()?.reboot()
+    }
+
+    /// The writer drops off the network without a reset.
+    pub fn aurora_vanish(&mut self) -> Result<()> {
+        self.aurora()?.vanish()
+    }
+
+    /// The vanished writer is back on the network.
+    pub fn aurora_restore(&mut self) -> Result<()> {
+        self.aurora()?.restore()
+    }
+
+    /// Aurora's pause and resume now.
+    pub fn aurora_lifecycle(&self) -> harness::Lifecycle {
+        self.options.lifecycle
+    }
+
+    /// Changes Aurora's pause and resume.
+    pub fn set_aurora_lifecycle(&mut self, lifecycle: harness::Lifecycle) -> Result<()> {
+        self.aurora()?.set_lifecycle(lifecycle);
+        self.options.lifecycle = lifecycle;
+        Ok(())
+    }
+
+    /// Who writes, who reads, paused or not.
+    pub fn aurora_status(&self) -> String {
+        self.aurora
+            .as_ref()
+            .map_or_else(|| "Aurora is not running".to_owned(), Aurora::status)
+    }
+
+    /// Whether the writer has paused, its open connections and how often it resumed.
+    pub fn aurora_writer(&self) -> Option<&harness::AuroraEndpoint> {
+        self.aurora.as_ref().map(Aurora::writer_endpoint)
+    }
+
+    /// The IPv4 addresses `name` resolves to from `node`, through the VPC resolver as the
+    /// node's programs resolve it (`getent ahostsv4` under `ip netns exec`, which gives the node
+    /// its resolv.conf).
+    pub fn resolve(&self, node: &str, name: &str) -> Result<Vec<Ipv4Addr>> {
+        let namespace = self.topology.host(node).namespace();
+        let output = ns::run("ip", &["netns", "exec", &namespace, "getent", "ahostsv4", name])?;
+        let mut addresses: Vec<Ipv4Addr> = output
+            .lines()
+            .filter_map(|line| line.split_whitespace().next()?.parse().ok())
+            .collect();
+        addresses.dedup();
+        Ok(addresses)
     }
 
     /// Every stored User-Agent (for request-by-request accounting).
@@ -883,6 +951,9 @@ impl Twin {
             .map(|(key, value)| (key.to_owned(), value)),
         );
         env.extend(FRONTEND_EXTRA_ENV.map(|(key, value)| (key.to_owned(), value.to_owned())));
+        // The options' values replace the defaults'.
+        env.retain(|(key, _)| !self.options.frontend_env.iter().any(|(option, _)| option == key));
+        env.extend(self.options.frontend_env.iter().cloned());
         env
     }
 
@@ -1038,7 +1109,7 @@ impl Twin {
             .frontend
             .iter()
             .chain(self.tasks.values().map(|task| &task.process))
-            .chain(&self.dnsmasq)
+            .chain(self.resolver.iter().flat_map(Resolver::processes))
             .chain(&self.moto)
         {
             out.push_str(&format!(
@@ -1073,12 +1144,14 @@ impl Twin {
     fn teardown(&mut self) -> Result<()> {
         self.frontend.take();
         self.tasks.clear();
-        self.dnsmasq.take();
+        self.resolver.take();
         self.moto.take();
         // Before its namespace goes: PostgreSQL killed with SIGKILL (what deleting a namespace
         // does to the processes in it) leaves its shared memory behind, in /dev/shm and as a
         // System V segment, one set per run.
-        stop_postgres(&self.aurora_dir().join("data"));
+        if let Some(mut aurora) = self.aurora.take() {
+            aurora.stop();
+        }
         let mut errors = Vec::new();
         for namespace in self.namespaces.drain(..).rev() {
             if let Err(error) = ns::delete_namespace(&namespace) {
@@ -1186,37 +1259,6 @@ fn hex_token() -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-/// `pg_ctl stop -m immediate` on a cluster of the twin (a no-op when it is not running):
-/// PostgreSQL then removes its shared memory itself. Best effort: the namespace's removal kills
-/// whatever is left.
-fn stop_postgres(data: &Path) {
-    if !data.join("postmaster.pid").exists() {
-        return;
-    }
-    let Ok(bin) = pg_bin() else { return };
-    let pg_ctl = bin.join("pg_ctl").display().to_string();
-    let data = data.display().to_string();
-    if let Err(error) = ns::run(
-        "runuser",
-        &[
-            "-u",
-            "postgres",
-            "--",
-            &pg_ctl,
-            "-D",
-            &data,
-            "stop",
-            "-m",
-            "immediate",
-            "-w",
-            "-t",
-            "10",
-        ],
-    ) {
-        eprintln!("vpc-twin: stopping Aurora ({data}): {error:#}");
-    }
-}
-
 /// Aurora of a killed twin: stopped before [`ns::remove_leftovers`] kills it, for the reason
 /// in [`Twin::teardown`]. Only the twin's own working directories are looked at.
 fn stop_leftover_aurora() {
@@ -1229,7 +1271,7 @@ fn stop_leftover_aurora() {
             .to_string_lossy()
             .starts_with(crate::WORKDIR_PREFIX)
         {
-            stop_postgres(&entry.path().join("aurora/data"));
+            aurora::stop_all(&entry.path().join("aurora"));
         }
     }
 }
@@ -1261,24 +1303,7 @@ fn moto_server() -> Result<PathBuf> {
     )
 }
 
-fn pg_bin() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("PG_BIN") {
-        return Ok(PathBuf::from(path));
-    }
-    let mut candidates: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|entry| {
-                    let version = entry.file_name().to_string_lossy().parse().ok()?;
-                    let bin = entry.path().join("bin");
-                    bin.join("initdb").exists().then_some((version, bin))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    candidates.sort();
-    candidates.pop().map(|(_, bin)| bin).ok_or_else(|| {
-        anyhow!("PostgreSQL server binaries were not found: apt-get install -y postgresql (or set PG_BIN)")
-    })
+/// The reader instance's address: the next one after the node's own.
+fn aurora_reader_address(writer: Ipv4Addr) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(writer) + 1)
 }

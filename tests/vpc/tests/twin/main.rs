@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use vpc_twin::{firewall, program};
 
+mod aurora;
+
 /// A program the twin's tests run, with the name of the rule that admits its frontend to the
 /// database (what the fault test removes).
 #[derive(Clone, Copy, Debug)]

@@ -1,0 +1,215 @@
+//! Aurora's lifecycle in the twin (issue 19), on the App Runner program (the Express program
+//! declares the same cluster, reached the same way): a failover behind the VPC resolver's
+//! cache, an instance that vanishes without a reset, a pause and a resume. Each under load from
+//! `internet` with the request-by-request accounting, read on whichever instance writes.
+
+use std::time::{Duration, Instant};
+
+use reliability_tests::{Load, LoadSpec, Target, assert_only_200_or_503_problem};
+use vpc_twin::Twin;
+use vpc_twin::twin::Options;
+
+use super::{APP_RUNNER, serial, stop_twin};
+
+/// What the issue asks for: 16 clients on `GET /`.
+const CLIENTS: usize = 16;
+
+fn start_with(options: impl FnOnce(Options) -> Options) -> Twin {
+    let topology = APP_RUNNER.topology();
+    let options = options(Options::of(&topology));
+    let twin = Twin::start_with(topology, options).unwrap();
+    println!("twin started in {:?}", twin.start_time);
+    twin
+}
+
+/// A load of `GET /` from `internet` (its threads are made there, so every connection is).
+fn visits_from_internet(twin: &Twin, duration: Duration, request_timeout: Duration) -> Load {
+    let mut spec = LoadSpec::new(twin.public_addr(), vec![Target::visits(CLIENTS)], duration);
+    spec.request_timeout = request_timeout;
+    vpc_twin::ns::in_namespace(&twin.namespace_of("internet"), || Load::start(spec))
+        .unwrap()
+        .unwrap()
+}
+
+/// The VPC resolver caches as the Route 53 Resolver does: a node that looked the cluster
+/// endpoint up before its record moved gets the old answer until the record's 5 s TTL has run
+/// out — the window in which a failover sends new connections to the old writer.
+#[test]
+fn the_vpc_resolver_answers_a_moved_endpoint_from_its_cache_until_the_ttl_runs_out() {
+    let _serial = serial();
+    let mut twin = start_with(|options| options);
+    let frontend = twin.topology.frontend().name.clone();
+    let endpoint = twin.topology.database.endpoint.clone();
+    let ttl = Duration::from_secs(u64::from(vpc_twin::aurora::ENDPOINT_TTL));
+    let [writer, reader] = twin.aurora_instance_names();
+    let writer_address = twin.resolve(&frontend, &writer).unwrap();
+    let reader_address = twin.resolve(&frontend, &reader).unwrap();
+    // Whatever the frontend's first connection left in the cache has expired by now.
+    std::thread::sleep(ttl + Duration::from_millis(500));
+    let cached = twin.resolve(&frontend, &endpoint).unwrap();
+    let cached_at = Instant::now();
+    assert_eq!(cached, writer_address);
+    twin.point_cluster_endpoint_at(&reader).unwrap();
+    let stale = twin.resolve(&frontend, &endpoint).unwrap();
+    let stale_after = cached_at.elapsed();
+    println!("resolver: {cached:?}, then {stale:?} {stale_after:?} later, after the record moved");
+    assert!(
+        stale_after < ttl,
+        "moving the record took {stale_after:?}: the check needs less than the TTL"
+    );
+    assert_eq!(
+        stale, writer_address,
+        "within the TTL the resolver answers from its cache"
+    );
+    std::thread::sleep(
+        (cached_at + ttl + Duration::from_millis(500)).saturating_duration_since(Instant::now()),
+    );
+    assert_eq!(
+        twin.resolve(&frontend, &endpoint).unwrap(),
+        reader_address,
+        "past the TTL the resolver answers the moved record"
+    );
+    twin.point_cluster_endpoint_at(&writer).unwrap();
+    stop_twin(twin);
+}
+
+/// A failover under 16 clients, through the VPC resolver's stale window: the frontend, which
+/// keeps no connection to a reader, answers 200 again within 10 s of the record moving, and every
+/// 200 is a row on the new writer.
+#[test]
+fn a_failover_under_load_recovers_within_10_s_of_the_record_moving() {
+    let _serial = serial();
+    let mut twin = start_with(|options| options);
+    let load = visits_from_internet(&twin, Duration::from_secs(20), Duration::from_secs(15));
+    std::thread::sleep(Duration::from_secs(3));
+    let moved = twin.aurora_failover().unwrap();
+    let report = load.finish().unwrap();
+    println!(
+        "failover: record moved at +{:?}\n{}",
+        moved.duration_since(report.started),
+        report.summary()
+    );
+
+    assert_only_200_or_503_problem(&report, 0);
+    let recovered_by = moved + Duration::from_secs(10);
+    let late: Vec<_> = report
+        .of(0)
+        .filter(|record| record.start >= recovered_by && record.status() != Some(200))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "{} visits failed 10 s or more after the record moved, e.g. {:?}\n{}",
+        late.len(),
+        &late[..late.len().min(5)],
+        twin.all_logs()
+    );
+    let accounting = report.account(0, &twin.stored_user_agents().unwrap());
+    println!(
+        "failover: {} answers 503; {accounting}",
+        report.count_status(0, 503)
+    );
+    assert!(accounting.is_exact(), "across the failover: {accounting}");
+    stop_twin(twin);
+}
+
+/// The writer vanishes (its packets dropped, no reset) under 16 clients; 8 s later Aurora fails
+/// over. The frontend notices within its TCP_USER_TIMEOUT (10 s) instead of the kernel's 15
+/// minutes: every request is answered; a visit whose batch was in flight is resolved once the new
+/// writer answers, or told its outcome is unknown — never a false 200, never a row for a 503 that
+/// said nothing was stored; and 200 again within 10 s of the record moving.
+#[test]
+fn a_vanished_writer_is_noticed_within_the_tcp_user_timeout_and_nothing_is_stored_falsely() {
+    let _serial = serial();
+    let mut twin = start_with(|options| options.frontend("DB_CONNECT_TIMEOUT", "20s"));
+    let load = visits_from_internet(&twin, Duration::from_secs(30), Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(3));
+    twin.aurora_vanish().unwrap();
+    let vanished = Instant::now();
+    std::thread::sleep(Duration::from_secs(8));
+    let moved = twin.aurora_failover().unwrap();
+    let report = load.finish().unwrap();
+    println!(
+        "vanish: the writer vanished at +{:?}, the record moved {:?} later\n{}",
+        vanished.duration_since(report.started),
+        moved.duration_since(vanished),
+        report.summary()
+    );
+    assert_only_200_or_503_problem(&report, 0);
+    // In flight at the vanish: answered once the connection is given up (10 s) and the batch
+    // resolved on the new writer (its record moved at +8 s, cached 5 s more) or not in time.
+    let slowest = report
+        .of(0)
+        .filter(|record| record.start <= vanished)
+        .map(|record| record.end.duration_since(vanished))
+        .max()
+        .unwrap_or_default();
+    println!("vanish: the last visit sent before it was answered {slowest:?} after");
+    assert!(
+        slowest <= Duration::from_secs(10 + 20 + 5),
+        "a visit in flight at the vanish waited {slowest:?}"
+    );
+    let recovered_by = moved + Duration::from_secs(10);
+    let late = report
+        .of(0)
+        .filter(|record| record.start >= recovered_by && record.status() != Some(200))
+        .count();
+    assert_eq!(late, 0, "visits failed 10 s or more after the record moved");
+    let accounting = report.account(0, &twin.stored_user_agents().unwrap());
+    println!("vanish: {accounting}");
+    assert!(accounting.keeps_the_promises(), "across the vanish: {accounting}");
+    assert!(
+        accounting.unknown <= 4 * 256,
+        "more unknown outcomes than the pool's connections could have had in flight"
+    );
+    stop_twin(twin);
+}
+
+/// Auto-pause and resume through the VPC: an idle frontend lets go of its connections, the
+/// writer pauses, `/health` does not wake it, and the first visit waits for the resume (5 s
+/// here) and succeeds.
+#[test]
+fn a_paused_writer_resumes_for_the_first_visit_through_the_vpc() {
+    let _serial = serial();
+    let resume = Duration::from_secs(5);
+    let twin = start_with(|mut options| {
+        options.lifecycle = harness::Lifecycle {
+            pause_after: Some(Duration::from_secs(1)),
+            resume_takes: resume,
+        };
+        options
+            .frontend("DB_IDLE_TIMEOUT", "1s")
+            .frontend("DB_CONNECT_TIMEOUT", "20s")
+    });
+    let writer = twin.aurora_writer().unwrap();
+    let waiting = Instant::now();
+    while !writer.is_paused() {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(45),
+            "the writer did not pause: {} connection(s) open; sockets on the node:\n{}",
+            writer.connections(),
+            vpc_twin::ns::run(
+                "ip",
+                &["netns", "exec", &twin.namespace_of("aurora"), "ss", "-tn"]
+            )
+            .unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("paused {:?} after the twin started", waiting.elapsed());
+    for _ in 0..3 {
+        assert_eq!(twin.get("/health").unwrap().status, 200);
+    }
+    assert!(writer.is_paused(), "/health woke the database");
+    let started = Instant::now();
+    let visit = twin.get("/").unwrap();
+    let took = started.elapsed();
+    println!("the first visit after the pause: {} in {took:?}", visit.status);
+    assert_eq!(visit.status, 200, "{visit:?}\n{}", twin.all_logs());
+    assert!(
+        took >= resume - Duration::from_millis(500),
+        "answered before the resume: {took:?}"
+    );
+    assert_eq!(writer.resumes(), 1);
+    assert_eq!(twin.stored_user_agents().unwrap().len(), 1);
+    stop_twin(twin);
+}
