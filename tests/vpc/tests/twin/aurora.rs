@@ -213,3 +213,65 @@ fn a_paused_writer_resumes_for_the_first_visit_through_the_vpc() {
     assert_eq!(twin.stored_user_agents().unwrap().len(), 1);
     stop_twin(twin);
 }
+
+/// A reboot of the writer under 16 clients through the VPC: every session ends, connections
+/// fail while it starts; only 200 or 503 problem+json, 200 again within 3 s of it accepting
+/// connections, each 200 one row.
+#[test]
+fn a_reboot_under_load_recovers_within_3_s() {
+    let _serial = serial();
+    let mut twin = start_with(|options| options);
+    let load = visits_from_internet(&twin, Duration::from_secs(10), Duration::from_secs(15));
+    std::thread::sleep(Duration::from_secs(3));
+    twin.aurora_reboot().unwrap();
+    let up = Instant::now();
+    let report = load.finish().unwrap();
+    println!(
+        "reboot: up again at +{:?}\n{}",
+        up.duration_since(report.started),
+        report.summary()
+    );
+    assert_only_200_or_503_problem(&report, 0);
+    let late = report
+        .of(0)
+        .filter(|record| record.start >= up + Duration::from_secs(3) && record.status() != Some(200))
+        .count();
+    assert_eq!(late, 0, "visits failed 3 s or more after the reboot");
+    let accounting = report.account(0, &twin.stored_user_agents().unwrap());
+    assert!(accounting.is_exact(), "across the reboot: {accounting}");
+    stop_twin(twin);
+}
+
+/// What a person types while `local-stack --vpc` runs reaches the twin (`vpc-twin aurora …`
+/// calls `control::send`): the status names the writer, a failover changes it, and a command it
+/// does not know gets the usage.
+#[test]
+fn aurora_commands_reach_the_running_twin() {
+    use std::sync::{Arc, Mutex};
+
+    use vpc_twin::control;
+
+    let _serial = serial();
+    let twin = start_with(|options| options);
+    let [first, second] = twin.aurora_instance_names();
+    let shared: control::Shared = Arc::new(Mutex::new(Some(twin)));
+    control::serve(Arc::clone(&shared)).unwrap();
+    let send = |words: &[&str]| control::send(&words.iter().map(ToString::to_string).collect::<Vec<_>>());
+    let status = send(&["status"]).unwrap();
+    println!("{status}");
+    assert!(status.starts_with(&format!("writer {first}")), "{status}");
+    let failed_over = send(&["failover"]).unwrap();
+    println!("{failed_over}");
+    assert!(failed_over.contains(&format!("writer {second}")), "{failed_over}");
+    let unknown = send(&["frobnicate"]).unwrap_err().to_string();
+    assert!(unknown.contains("usage: vpc-twin aurora"), "{unknown}");
+    control::close();
+    assert!(
+        send(&["status"])
+            .unwrap_err()
+            .to_string()
+            .contains("no twin is running")
+    );
+    let twin = shared.lock().unwrap().take().unwrap();
+    stop_twin(twin);
+}
