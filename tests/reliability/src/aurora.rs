@@ -85,6 +85,19 @@ impl Cluster {
         Ok(moved)
     }
 
+    /// The writer turns reader without ending its sessions, the reader is promoted and the
+    /// endpoint moves to it at once: sessions opened before stay on the old writer, where every
+    /// write now fails with SQLSTATE 25006. Returns when the endpoint moved.
+    pub fn demote_in_place(&mut self) -> Result<Instant> {
+        let (old, new) = (self.writer, 1 - self.writer);
+        anyhow::ensure!(self.instances.len() == 2, "a promotion needs a reader");
+        self.instances[old].turn_read_only_in_place()?;
+        self.instances[new].promote()?;
+        self.writer = new;
+        self.endpoint.point_at(address(&self.instances[new]));
+        Ok(Instant::now())
+    }
+
     /// A reboot of the writer (a minor-version upgrade, `aws rds reboot-db-instance`): every
     /// session ends, connections are refused while it starts. Returns when it accepts again.
     pub fn reboot(&mut self, down_for: Duration) -> Result<Instant> {

@@ -121,6 +121,17 @@ impl Postgres {
         Ok(())
     }
 
+    /// Turns this server read-only without a restart: open sessions stay, and from their next
+    /// transaction on every write fails with SQLSTATE 25006; new sessions report
+    /// `transaction_read_only = on`.
+    pub fn turn_read_only_in_place(&self) -> Result<()> {
+        self.with_admin_client("postgres", |client| {
+            client.batch_execute("ALTER SYSTEM SET default_transaction_read_only = on")?;
+            client.batch_execute("SELECT pg_reload_conf()")?;
+            Ok(())
+        })
+    }
+
     /// Restarts this server as a reader: a fast shutdown ends every session, and it comes back
     /// accepting logins and rejecting every write (`default_transaction_read_only`) — how an
     /// Aurora writer returns after a failover. Settings changed with ALTER SYSTEM are dropped

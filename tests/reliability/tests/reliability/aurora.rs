@@ -171,6 +171,56 @@ fn a_failover_under_load_recovers_within_10_s_of_the_endpoint_moving() {
     assert!(accounting.is_exact(), "across the failover: {accounting}");
 }
 
+/// Sessions the pool opened on a writer that turned reader without a restart: the first write
+/// on each fails with SQLSTATE 25006, which stores nothing; the session is closed and the visit
+/// retried on a new one, which goes to the new writer. No visit fails once the endpoint moved
+/// (a pool that kept those sessions would fail every visit from then on).
+#[test]
+fn sessions_on_a_writer_turned_reader_are_closed_and_the_visit_retried_on_the_new_writer() {
+    let _serial = one_at_a_time();
+    let mut cluster = Cluster::start(Lifecycle::default(), true, &[("DB_ACQUIRE_TIMEOUT", "2s")])
+        .expect("the cluster and the frontend start");
+    let load = Load::start(LoadSpec::new(
+        cluster.addr(),
+        vec![Target::visits(CLIENTS)],
+        Duration::from_secs(8),
+    ))
+    .expect("load starts");
+    std::thread::sleep(Duration::from_secs(2));
+    let moved = cluster
+        .demote_in_place()
+        .expect("writer turned reader, reader promoted");
+    let report = load.finish().expect("load finishes");
+    println!(
+        "read-only in place: endpoint moved at +{:?}\n{}",
+        moved.duration_since(report.started),
+        report.summary()
+    );
+    assert_only_200_or_503_problem(&report, 0);
+    let failed_after_the_move: Vec<_> = report
+        .of(0)
+        .filter(|record| record.start >= moved && record.status() != Some(200))
+        .collect();
+    assert!(
+        failed_after_the_move.is_empty(),
+        "{} visits failed after the endpoint moved, e.g. {:?}",
+        failed_after_the_move.len(),
+        &failed_after_the_move[..failed_after_the_move.len().min(3)]
+    );
+    let retried = cluster
+        .frontend
+        .logs()
+        .lines()
+        .filter(|line| line.contains("database session unusable") && line.contains("read-only"))
+        .count();
+    assert!(
+        retried > 0,
+        "no session met the read-only writer: the case was not exercised"
+    );
+    let accounting = report.account(0, &cluster.user_agents().expect("visits read on the new writer"));
+    assert!(accounting.is_exact(), "across the promotion: {accounting}");
+}
+
 /// A reboot of the writer under 16 clients: only 200 or 503 problem+json, 200 again within 3 s
 /// of the instance accepting connections, each 200 one row.
 #[test]
