@@ -247,6 +247,11 @@ pub enum ConfigError {
         "DB_WRITERS ({writers}) must be less than DB_POOL_SIZE ({pool_size}) so reads still get a connection"
     )]
     WritersExhaustPool { writers: u32, pool_size: u32 },
+    #[error(
+        "DB_ACQUIRE_TIMEOUT ({acquire:?}) must not be longer than DB_CONNECT_TIMEOUT ({connect:?}): a request waits \
+         for a connection being opened up to DB_CONNECT_TIMEOUT"
+    )]
+    AcquireLongerThanConnect { acquire: Duration, connect: Duration },
     #[error("ECSPRIVATESERVICE must be an http:// or https:// URL, got {0:?}")]
     InvalidPrivateServiceUrl(String),
 }
@@ -300,6 +305,13 @@ impl Config {
                 roots: TrustedRoots::File(path),
             },
         };
+
+        if db.db_acquire_timeout > db.db_connect_timeout {
+            return Err(ConfigError::AcquireLongerThanConnect {
+                acquire: db.db_acquire_timeout,
+                connect: db.db_connect_timeout,
+            });
+        }
 
         if db.db_writers >= db.db_pool_size {
             return Err(ConfigError::WritersExhaustPool {
@@ -435,6 +447,13 @@ mod tests {
     fn rejects_a_private_service_address_that_is_not_a_url() {
         let error = settings(&["--ecs-private-service", "privateservice:8080"]).expect_err("no scheme");
         assert!(error.to_string().contains("ECSPRIVATESERVICE"));
+    }
+
+    #[test]
+    fn a_request_never_waits_for_a_connection_longer_than_the_connect_timeout() {
+        let error = settings(&["--db-acquire-timeout", "30s"]).expect_err("30 s > the 20 s default");
+        assert!(error.to_string().contains("DB_ACQUIRE_TIMEOUT"), "{error}");
+        assert!(settings(&["--db-acquire-timeout", "20s"]).is_ok());
     }
 
     #[test]

@@ -108,6 +108,27 @@ impl Cluster {
         Ok(Instant::now())
     }
 
+    /// A visit, then `/recent-visits`: the visit must be the newest one read (reads are never
+    /// staler than an acknowledged visit, so no reader session may be left on an old writer).
+    pub fn assert_reads_see_a_new_visit(&self, agent: &str) -> Result<()> {
+        let request = |path: &str| crate::raw::get(self.addr(), path, agent, Duration::from_secs(10));
+        let visit = request("/")?;
+        anyhow::ensure!(
+            visit.status == 200,
+            "the visit was answered {}: {}",
+            visit.status,
+            visit.body_text()
+        );
+        let read = request("/recent-visits")?;
+        let body: serde_json::Value = serde_json::from_slice(&read.body).context("recent visits are JSON")?;
+        let newest = &body["Response"][0]["user_agent"];
+        anyhow::ensure!(
+            newest == agent,
+            "/recent-visits does not show the visit just acknowledged ({agent:?}) first: {body}"
+        );
+        Ok(())
+    }
+
     /// Waits until the instance has paused (the frontend closed its idle connections, and the
     /// pause delay passed); returns how long that took, or fails after `within`.
     pub fn await_pause(&self, within: Duration) -> Result<Duration> {

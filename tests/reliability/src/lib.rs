@@ -94,3 +94,24 @@ pub fn assert_only_200_or_503_problem(report: &Report, index: usize) {
         &unexpected[..unexpected.len().min(5)]
     );
 }
+
+/// Every request of target `index` that started at or after `from` was answered 200, and some
+/// did (the load lasted long enough to show it). Panics naming the first others, with `context`.
+pub fn assert_only_200_from(report: &Report, index: usize, from: Instant, context: &str) {
+    let failed: Vec<&Record> = report
+        .of(index)
+        .filter(|record| record.start >= from && record.status() != Some(200))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} requests failed from +{:?} on, e.g. {:?}\n{context}",
+        failed.len(),
+        from.saturating_duration_since(report.started),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(
+        report.of(index).any(|record| record.start >= from),
+        "the load ended before +{:?}: nothing shows what came after",
+        from.saturating_duration_since(report.started)
+    );
+}

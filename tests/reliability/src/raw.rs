@@ -48,6 +48,18 @@ pub fn exchange(addr: SocketAddr, request: &[u8], expected: usize, timeout: Dura
     read_responses(&mut stream, expected, timeout)
 }
 
+/// `GET path` on a connection of its own, with `user_agent`; the answer, within `timeout`.
+pub fn get(addr: SocketAddr, path: &str, user_agent: &str, timeout: Duration) -> Result<RawResponse> {
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: frontend\r\nUser-Agent: {user_agent}\r\nConnection: close\r\n\r\n"
+    );
+    exchange(addr, request.as_bytes(), 1, timeout)?
+        .responses
+        .into_iter()
+        .next()
+        .with_context(|| format!("no answer to GET {path} within {timeout:?}"))
+}
+
 /// Reads up to `expected` responses from `stream` within `timeout`.
 pub fn read_responses(stream: &mut TcpStream, expected: usize, timeout: Duration) -> Result<Exchange> {
     let deadline = Instant::now() + timeout;

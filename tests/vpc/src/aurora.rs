@@ -50,7 +50,8 @@ pub struct Aurora {
     instances: Vec<Instance>,
     writer: usize,
     master_password: String,
-    vanished: bool,
+    /// The address whose packets are dropped (an instance lost without a reset).
+    vanished: Option<Ipv4Addr>,
 }
 
 struct Instance {
@@ -98,7 +99,7 @@ impl Aurora {
             instances: Vec::new(),
             writer: 0,
             master_password: spec.master_password.to_owned(),
-            vanished: false,
+            vanished: None,
         };
         let local_ports = [5433, 5434];
         aurora.init_writer(local_ports[0])?;
@@ -161,16 +162,15 @@ impl Aurora {
     /// A failover: the writer stops (every session ends), the reader is promoted, then
     /// `move_record` moves the cluster endpoint to `new writer name`, and the old writer comes
     /// back as the new one's synchronous reader (from a fresh base backup). A vanished writer
-    /// is back on the network once it restarts.
+    /// stays off the network (AWS: "the client no longer gets TCP traffic from the database
+    /// after failover initiates"; its connections end only by the client's timeouts) until
+    /// [`restore`](Self::restore).
     pub fn failover(&mut self, move_record: impl FnOnce(&str) -> Result<()>) -> Result<()> {
         let (old, new) = (self.writer, 1 - self.writer);
         self.pg_ctl(self.instances[old].local_port, &["-m", "fast", "stop"])?;
         self.pg_ctl(self.instances[new].local_port, &["promote"])?;
         self.writer = new;
         move_record(&self.instances[new].name)?;
-        if self.vanished {
-            self.restore()?;
-        }
         let data = self.data_dir(self.instances[old].local_port);
         std::fs::remove_dir_all(&data).with_context(|| format!("removing {}", data.display()))?;
         self.start_reader_of(self.instances[old].local_port, self.instances[new].local_port)
@@ -185,6 +185,10 @@ impl Aurora {
     /// The writer drops off the network: every packet to or from its address is dropped, so
     /// open connections see silence, not a reset, and new ones no answer.
     pub fn vanish(&mut self) -> Result<()> {
+        anyhow::ensure!(
+            self.vanished.is_none(),
+            "an instance has vanished already: restore it first"
+        );
         let address = self.instances[self.writer].address;
         ns::nft(
             &self.namespace,
@@ -194,12 +198,13 @@ impl Aurora {
                  \x20 chain outbound {{ type filter hook output priority raw; ip saddr {address} drop; }}\n}}\n"
             ),
         )?;
-        self.vanished = true;
+        self.vanished = Some(address);
         Ok(())
     }
 
-    /// Ends [`vanish`](Self::vanish): the writer is on the network again.
+    /// Ends [`vanish`](Self::vanish): the instance is on the network again.
     pub fn restore(&mut self) -> Result<()> {
+        anyhow::ensure!(self.vanished.is_some(), "no instance has vanished");
         ns::run(
             "ip",
             &[
@@ -213,7 +218,7 @@ impl Aurora {
                 VANISH_TABLE,
             ],
         )?;
-        self.vanished = false;
+        self.vanished = None;
         Ok(())
     }
 
@@ -236,8 +241,10 @@ impl Aurora {
             )
         };
         let mut text = format!("{}\n{}", describe(self.writer), describe(1 - self.writer));
-        if self.vanished {
-            text.push_str("\nthe writer has vanished (its packets are dropped)");
+        if let Some(address) = self.vanished {
+            text.push_str(&format!(
+                "\n{address} has vanished (its packets are dropped) until `restore`"
+            ));
         }
         text
     }

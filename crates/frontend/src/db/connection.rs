@@ -12,7 +12,7 @@
 //! an instance can vanish without a reset: TCP keepalives and TCP_USER_TIMEOUT end such a
 //! connection within `DB_TCP_USER_TIMEOUT` instead of the kernel's 15 minutes.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -36,7 +36,32 @@ pub struct Connection {
     /// When a visit batch last used it (see `visits::IDLE_PING_AFTER`).
     pub last_batch: Instant,
     /// Set when a statement showed the session cannot serve: the pool then closes it.
-    pub unusable: bool,
+    unusable: bool,
+    /// How many times, when this session was opened, a session had been found on a writer
+    /// turned reader (see [`Connection::retire_with_older`]).
+    opened_after: u64,
+    readers_found: Arc<AtomicU64>,
+}
+
+impl Connection {
+    /// The session is lost (or otherwise unfit): the pool closes it instead of reusing it.
+    pub fn retire(&mut self) {
+        self.unusable = true;
+    }
+
+    /// The session is on a writer turned reader (SQLSTATE 25006) without having been ended. The
+    /// sessions opened before it most likely are too: reads on them would not see visits
+    /// acknowledged through the new writer. All of them are retired.
+    pub fn retire_with_older(&mut self) {
+        self.unusable = true;
+        self.readers_found
+            .fetch_max(self.opened_after + 1, Ordering::SeqCst);
+    }
+
+    /// Retired, by itself or with a younger session found on a reader.
+    pub fn is_retired(&self) -> bool {
+        self.unusable || self.opened_after < self.readers_found.load(Ordering::SeqCst)
+    }
 }
 
 /// Records a batch in one round trip: one statement, committed on its own (no BEGIN/COMMIT), that
@@ -226,11 +251,12 @@ impl Targets {
             .connect_timeout(self.connect_timeout)
             .target_session_attrs(TargetSessionAttrs::ReadWrite)
             .tcp_user_timeout(self.tcp_user_timeout)
-            // Probes from half the timeout on, one every tenth: a peer silent for the other
-            // half has failed five probes, and TCP_USER_TIMEOUT ends the connection.
+            // Probes from half the timeout on, one every tenth (the kernel counts whole seconds,
+            // and refuses 0): TCP_USER_TIMEOUT ends the connection once the peer has been silent
+            // that long, probes unanswered.
             .keepalives(true)
             .keepalives_idle(self.tcp_user_timeout / 2)
-            .keepalives_interval(self.tcp_user_timeout / 10)
+            .keepalives_interval((self.tcp_user_timeout / 10).max(Duration::from_secs(1)))
             .keepalives_retries(5)
             .ssl_mode(self.ssl_mode)
             .options(&format!(
@@ -246,6 +272,7 @@ pub struct ConnectionManager {
     tls: MakeRustlsConnect,
     schema_ready: AtomicBool,
     attempts: Arc<Attempts>,
+    readers_found: Arc<AtomicU64>,
 }
 
 impl ConnectionManager {
@@ -257,6 +284,7 @@ impl ConnectionManager {
             tls,
             schema_ready: AtomicBool::new(false),
             attempts,
+            readers_found: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -283,6 +311,8 @@ impl ConnectionManager {
             recent_visits,
             last_batch: Instant::now(),
             unusable: false,
+            opened_after: self.readers_found.load(Ordering::SeqCst),
+            readers_found: Arc::clone(&self.readers_found),
         })
     }
 }
@@ -314,7 +344,7 @@ impl r2d2::ManageConnection for ConnectionManager {
     }
 
     fn has_broken(&self, connection: &mut Connection) -> bool {
-        connection.unusable || connection.client.is_closed()
+        connection.is_retired() || connection.client.is_closed()
     }
 }
 

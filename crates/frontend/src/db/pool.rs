@@ -29,14 +29,28 @@ pub struct Attempts {
 }
 
 impl Attempts {
-    /// Runs one connection attempt, counted.
+    /// Runs one connection attempt, counted (a panic counts as a failure).
     pub fn track<T, E>(&self, attempt: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
-        self.under_way.fetch_add(1, Ordering::SeqCst);
-        let result = attempt();
-        if result.is_err() {
-            self.failed.fetch_add(1, Ordering::SeqCst);
+        /// Ends the attempt however `attempt` returns: r2d2's thread pool survives a panic.
+        struct UnderWay<'a> {
+            attempts: &'a Attempts,
+            succeeded: bool,
         }
-        self.under_way.fetch_sub(1, Ordering::SeqCst);
+        impl Drop for UnderWay<'_> {
+            fn drop(&mut self) {
+                if !self.succeeded {
+                    self.attempts.failed.fetch_add(1, Ordering::SeqCst);
+                }
+                self.attempts.under_way.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.under_way.fetch_add(1, Ordering::SeqCst);
+        let mut guard = UnderWay {
+            attempts: self,
+            succeeded: false,
+        };
+        let result = attempt();
+        guard.succeeded = result.is_ok();
         result
     }
 
@@ -73,8 +87,19 @@ impl Pool {
         }
     }
 
-    /// A connection, waiting as the module documentation says. Blocking.
+    /// A connection, waiting as the module documentation says; never one retired while it sat
+    /// in the pool (see `Connection::retire_with_older`). Blocking.
     pub fn get(&self) -> Result<PooledConnection, r2d2::Error> {
+        loop {
+            let connection = self.wait_for_one()?;
+            if !connection.is_retired() {
+                return Ok(connection);
+            }
+            // Returned to the pool, which closes it (`has_broken`); each one only once.
+        }
+    }
+
+    fn wait_for_one(&self) -> Result<PooledConnection, r2d2::Error> {
         let started = Instant::now();
         let failed_before = self.attempts.failed();
         let mut result = self.inner.get_timeout(self.acquire_timeout);

@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use super::connection::Connection;
 use super::pool::Pool;
-use super::{DbError, connection_was_lost, error_chain, with_connection};
+use super::{DbError, connection_was_lost, error_chain, retire, session_cannot_serve, with_connection};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Visit {
@@ -264,7 +264,13 @@ fn resolve_batch(pool: &Pool, id: Uuid, resolve_within: Duration) -> Result<(), 
                         "INSERT INTO visit_batch (id) VALUES ($1) ON CONFLICT (id) DO NOTHING",
                         &[&id],
                     )
-                    .map_err(|error| error_chain(&error))
+                    .map_err(|error| {
+                        // Not the same session again: the next claim must reach the writer.
+                        if session_cannot_serve(&error) {
+                            retire(&mut connection, &error);
+                        }
+                        error_chain(&error)
+                    })
             });
         match claimed {
             Ok(0) => {
@@ -404,9 +410,13 @@ mod tests {
     use crate::db::Database;
 
     async fn database_named(pg: &Postgres) -> (Arc<Database>, String) {
+        database_with(pg, &[]).await
+    }
+
+    async fn database_with(pg: &Postgres, extra: &[&str]) -> (Arc<Database>, String) {
         let name = pg.create_database().expect("database created");
         let port = pg.port().to_string();
-        let settings = Config::try_parse_from_args(&[
+        let mut args = vec![
             "frontend",
             "--db-host",
             pg.host(),
@@ -418,8 +428,9 @@ mod tests {
             "postgres",
             "--db-pass",
             pg.superuser_password(),
-        ])
-        .expect("valid settings");
+        ];
+        args.extend_from_slice(extra);
+        let settings = Config::try_parse_from_args(&args).expect("valid settings");
         let settings = settings.database.expect("database configured");
         let database = tokio::task::spawn_blocking(move || Database::new(settings))
             .await
@@ -458,6 +469,19 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The shortest DB_TCP_USER_TIMEOUT accepted still makes socket options the kernel takes
+    /// (keepalive intervals count whole seconds, and 0 is refused): visits are recorded.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_shortest_tcp_user_timeout_still_connects() {
+        let pg = Postgres::start().expect("PostgreSQL starts");
+        let (database, _) = database_with(&pg, &["--db-tcp-user-timeout", "2s"]).await;
+        let visit = Visit {
+            at: Utc::now(),
+            user_agent: Some("short timeout".to_owned()),
+        };
+        database.record_visit(visit).await.expect("visit committed");
     }
 
     /// Runs the batch statement itself, in a transaction of the caller's, as a writer would.

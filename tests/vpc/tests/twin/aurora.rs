@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use reliability_tests::{Load, LoadSpec, Target, assert_only_200_or_503_problem};
+use reliability_tests::{Load, LoadSpec, Target, assert_only_200_from, assert_only_200_or_503_problem};
 use vpc_twin::Twin;
 use vpc_twin::twin::Options;
 
@@ -91,75 +91,78 @@ fn a_failover_under_load_recovers_within_10_s_of_the_record_moving() {
     );
 
     assert_only_200_or_503_problem(&report, 0);
-    let recovered_by = moved + Duration::from_secs(10);
-    let late: Vec<_> = report
-        .of(0)
-        .filter(|record| record.start >= recovered_by && record.status() != Some(200))
-        .collect();
-    assert!(
-        late.is_empty(),
-        "{} visits failed 10 s or more after the record moved, e.g. {:?}\n{}",
-        late.len(),
-        &late[..late.len().min(5)],
-        twin.all_logs()
-    );
+    assert_only_200_from(&report, 0, moved + Duration::from_secs(10), &twin.all_logs());
     let accounting = report.account(0, &twin.stored_user_agents().unwrap());
     println!(
         "failover: {} answers 503; {accounting}",
         report.count_status(0, 503)
     );
     assert!(accounting.is_exact(), "across the failover: {accounting}");
+    // Reads as fresh as ever: no reader session left on the old writer (now a replica).
+    assert_eq!(twin.get("/").unwrap().status, 200);
+    let newest = twin.get("/recent-visits").unwrap().json().unwrap()["Response"][0]["user_agent"].clone();
+    assert_eq!(
+        newest, "vpc-twin/1",
+        "the visit just acknowledged is the newest read"
+    );
     stop_twin(twin);
 }
 
 /// The writer vanishes (its packets dropped, no reset) under 16 clients; 8 s later Aurora fails
-/// over. The frontend notices within its TCP_USER_TIMEOUT (10 s) instead of the kernel's 15
-/// minutes: every request is answered; a visit whose batch was in flight is resolved once the new
-/// writer answers, or told its outcome is unknown — never a false 200, never a row for a 503 that
-/// said nothing was stored; and 200 again within 10 s of the record moving.
+/// over, and the lost instance stays silent. The frontend, with its default timeouts, notices
+/// within DB_TCP_USER_TIMEOUT (10 s) instead of the kernel's 15 minutes: every request is
+/// answered; a visit whose batch was in flight is resolved on the new writer or told its outcome
+/// is unknown — never a false 200, never a row for a 503 that said nothing was stored; and only
+/// 200 once the record's TTL and one DB_CONNECT_TIMEOUT (connections still opening to the lost
+/// address) have passed.
 #[test]
 fn a_vanished_writer_is_noticed_within_the_tcp_user_timeout_and_nothing_is_stored_falsely() {
+    const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+    const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
     let _serial = serial();
     let mut twin = start_with(|options| options.frontend("DB_CONNECT_TIMEOUT", "20s"));
-    let load = visits_from_internet(&twin, Duration::from_secs(30), Duration::from_secs(60));
+    let load = visits_from_internet(&twin, Duration::from_secs(45), Duration::from_secs(90));
     std::thread::sleep(Duration::from_secs(3));
     twin.aurora_vanish().unwrap();
     let vanished = Instant::now();
     std::thread::sleep(Duration::from_secs(8));
     let moved = twin.aurora_failover().unwrap();
     let report = load.finish().unwrap();
-    println!(
-        "vanish: the writer vanished at +{:?}, the record moved {:?} later\n{}",
-        vanished.duration_since(report.started),
-        moved.duration_since(vanished),
-        report.summary()
-    );
-    assert_only_200_or_503_problem(&report, 0);
-    // In flight at the vanish: answered once the connection is given up (10 s) and the batch
-    // resolved on the new writer (its record moved at +8 s, cached 5 s more) or not in time.
-    let slowest = report
+    let in_flight_answered = report
         .of(0)
         .filter(|record| record.start <= vanished)
         .map(|record| record.end.duration_since(vanished))
         .max()
         .unwrap_or_default();
-    println!("vanish: the last visit sent before it was answered {slowest:?} after");
-    assert!(
-        slowest <= Duration::from_secs(10 + 20 + 5),
-        "a visit in flight at the vanish waited {slowest:?}"
+    println!(
+        "vanish: the writer vanished at +{:?}, the record moved {:?} later; the last visit sent before \
+         the vanish was answered {in_flight_answered:?} after it\n{}",
+        vanished.duration_since(report.started),
+        moved.duration_since(vanished),
+        report.summary()
     );
-    let recovered_by = moved + Duration::from_secs(10);
-    let late = report
-        .of(0)
-        .filter(|record| record.start >= recovered_by && record.status() != Some(200))
-        .count();
-    assert_eq!(late, 0, "visits failed 10 s or more after the record moved");
+    assert_only_200_or_503_problem(&report, 0);
+    assert!(
+        in_flight_answered >= TCP_USER_TIMEOUT - Duration::from_secs(1),
+        "a visit in flight was answered {in_flight_answered:?} after the vanish: the vanish was not felt"
+    );
+    assert!(
+        in_flight_answered <= TCP_USER_TIMEOUT + 2 * CONNECT_TIMEOUT + Duration::from_secs(5),
+        "a visit in flight at the vanish waited {in_flight_answered:?}"
+    );
+    let ttl = Duration::from_secs(u64::from(vpc_twin::aurora::ENDPOINT_TTL));
+    assert_only_200_from(
+        &report,
+        0,
+        moved + ttl + CONNECT_TIMEOUT + Duration::from_secs(5),
+        &twin.all_logs(),
+    );
     let accounting = report.account(0, &twin.stored_user_agents().unwrap());
     println!("vanish: {accounting}");
     assert!(accounting.keeps_the_promises(), "across the vanish: {accounting}");
     assert!(
-        accounting.unknown <= 4 * 256,
-        "more unknown outcomes than the pool's connections could have had in flight"
+        accounting.unknown <= CLIENTS,
+        "more outcomes unknown than visits can have been in flight at the vanish"
     );
     stop_twin(twin);
 }
@@ -232,11 +235,7 @@ fn a_reboot_under_load_recovers_within_3_s() {
         report.summary()
     );
     assert_only_200_or_503_problem(&report, 0);
-    let late = report
-        .of(0)
-        .filter(|record| record.start >= up + Duration::from_secs(3) && record.status() != Some(200))
-        .count();
-    assert_eq!(late, 0, "visits failed 3 s or more after the reboot");
+    assert_only_200_from(&report, 0, up + Duration::from_secs(3), &twin.all_logs());
     let accounting = report.account(0, &twin.stored_user_agents().unwrap());
     assert!(accounting.is_exact(), "across the reboot: {accounting}");
     stop_twin(twin);
