@@ -12,7 +12,7 @@
 //! an instance can vanish without a reset: TCP keepalives and TCP_USER_TIMEOUT end such a
 //! connection within `DB_TCP_USER_TIMEOUT` instead of the kernel's 15 minutes.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -35,33 +35,9 @@ pub struct Connection {
     pub recent_visits: Statement,
     /// When a visit batch last used it (see `visits::IDLE_PING_AFTER`).
     pub last_batch: Instant,
-    /// Set when a statement showed the session cannot serve: the pool then closes it.
-    unusable: bool,
-    /// How many times, when this session was opened, a session had been found on a writer
-    /// turned reader (see [`Connection::retire_with_older`]).
-    opened_after: u64,
-    readers_found: Arc<AtomicU64>,
-}
-
-impl Connection {
-    /// The session is lost (or otherwise unfit): the pool closes it instead of reusing it.
-    pub fn retire(&mut self) {
-        self.unusable = true;
-    }
-
-    /// The session is on a writer turned reader (SQLSTATE 25006) without having been ended. The
-    /// sessions opened before it most likely are too: reads on them would not see visits
-    /// acknowledged through the new writer. All of them are retired.
-    pub fn retire_with_older(&mut self) {
-        self.unusable = true;
-        self.readers_found
-            .fetch_max(self.opened_after + 1, Ordering::SeqCst);
-    }
-
-    /// Retired, by itself or with a younger session found on a reader.
-    pub fn is_retired(&self) -> bool {
-        self.unusable || self.opened_after < self.readers_found.load(Ordering::SeqCst)
-    }
+    /// Set when a statement showed the session cannot serve (lost, or on a reader): the pool
+    /// then closes it instead of reusing it.
+    pub unusable: bool,
 }
 
 /// Records a batch in one round trip: one statement, committed on its own (no BEGIN/COMMIT), that
@@ -272,7 +248,6 @@ pub struct ConnectionManager {
     tls: MakeRustlsConnect,
     schema_ready: AtomicBool,
     attempts: Arc<Attempts>,
-    readers_found: Arc<AtomicU64>,
 }
 
 impl ConnectionManager {
@@ -284,7 +259,6 @@ impl ConnectionManager {
             tls,
             schema_ready: AtomicBool::new(false),
             attempts,
-            readers_found: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -311,8 +285,6 @@ impl ConnectionManager {
             recent_visits,
             last_batch: Instant::now(),
             unusable: false,
-            opened_after: self.readers_found.load(Ordering::SeqCst),
-            readers_found: Arc::clone(&self.readers_found),
         })
     }
 }
@@ -344,7 +316,7 @@ impl r2d2::ManageConnection for ConnectionManager {
     }
 
     fn has_broken(&self, connection: &mut Connection) -> bool {
-        connection.is_retired() || connection.client.is_closed()
+        connection.unusable || connection.client.is_closed()
     }
 }
 

@@ -38,7 +38,7 @@ fn with_connection<T>(
         match work(&mut connection) {
             Err(error) if retries_left > 0 && session_cannot_serve(&error) => {
                 tracing::info!(error = %error_chain(&error), "database session unusable; retrying {doing} on another");
-                retire(&mut connection, &error);
+                connection.unusable = true;
                 retries_left -= 1;
             }
             result => return result.map_err(|error| DbError::from_statement(&error, doing)),
@@ -48,15 +48,6 @@ fn with_connection<T>(
 
 fn session_cannot_serve(error: &postgres::Error) -> bool {
     connection_was_lost(error) || is_read_only(error)
-}
-
-/// Retires a session that cannot serve (with those opened before it, if it is on a reader).
-fn retire(connection: &mut connection::Connection, error: &postgres::Error) {
-    if is_read_only(error) {
-        connection.retire_with_older();
-    } else {
-        connection.retire();
-    }
 }
 
 /// The server rejected a write because this session is on a reader: a statement rejected this

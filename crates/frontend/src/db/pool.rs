@@ -87,19 +87,8 @@ impl Pool {
         }
     }
 
-    /// A connection, waiting as the module documentation says; never one retired while it sat
-    /// in the pool (see `Connection::retire_with_older`). Blocking.
+    /// A connection, waiting as the module documentation says. Blocking.
     pub fn get(&self) -> Result<PooledConnection, r2d2::Error> {
-        loop {
-            let connection = self.wait_for_one()?;
-            if !connection.is_retired() {
-                return Ok(connection);
-            }
-            // Returned to the pool, which closes it (`has_broken`); each one only once.
-        }
-    }
-
-    fn wait_for_one(&self) -> Result<PooledConnection, r2d2::Error> {
         let started = Instant::now();
         let failed_before = self.attempts.failed();
         let mut result = self.inner.get_timeout(self.acquire_timeout);

@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use super::connection::Connection;
 use super::pool::Pool;
-use super::{DbError, connection_was_lost, error_chain, retire, session_cannot_serve, with_connection};
+use super::{DbError, connection_was_lost, error_chain, session_cannot_serve, with_connection};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Visit {
@@ -245,6 +245,13 @@ fn resolve_in_background(
     }
 }
 
+/// Claims a batch id for nothing unless the batch is stored, and answers whether it is. The claim
+/// is the only writer of an id without visits, and marks it so (`stored = false`): a claim whose
+/// own answer was lost, asked again, must not read its own row as a stored batch. A first attempt
+/// still in progress makes it wait for that attempt's outcome, as `DO NOTHING` would.
+const CLAIM_BATCH: &str = "INSERT INTO visit_batch (id, stored) VALUES ($1, false) \
+     ON CONFLICT (id) DO UPDATE SET stored = visit_batch.stored RETURNING stored";
+
 /// Answers a batch whose answer was lost with what the database recorded: stored means 200,
 /// not stored means 503 with no row. It claims the batch id for nothing: if that inserts, the
 /// batch was never stored and now never can be; if the id exists, the batch was stored. A first
@@ -260,24 +267,22 @@ fn resolve_batch(pool: &Pool, id: Uuid, resolve_within: Duration) -> Result<(), 
             .and_then(|mut connection| {
                 connection
                     .client
-                    .execute(
-                        "INSERT INTO visit_batch (id) VALUES ($1) ON CONFLICT (id) DO NOTHING",
-                        &[&id],
-                    )
+                    .query_one(CLAIM_BATCH, &[&id])
+                    .and_then(|row| row.try_get::<_, bool>(0))
                     .map_err(|error| {
                         // Not the same session again: the next claim must reach the writer.
                         if session_cannot_serve(&error) {
-                            retire(&mut connection, &error);
+                            connection.unusable = true;
                         }
                         error_chain(&error)
                     })
             });
         match claimed {
-            Ok(0) => {
+            Ok(true) => {
                 tracing::info!(batch = %id, "the unanswered visit batch had been stored");
                 return Ok(());
             }
-            Ok(_) => {
+            Ok(false) => {
                 tracing::info!(batch = %id, "the unanswered visit batch had not been stored");
                 return Err(DbError::Unavailable);
             }
@@ -521,6 +526,33 @@ mod tests {
             .expect("both sends answered");
         assert_eq!(inserted, (2, 0));
         assert_eq!(count_visits(&pg, &name, "twice"), 2);
+    }
+
+    /// The resolver's own claim whose answer was lost (a second failover right after the
+    /// first) is not mistaken for a stored batch when it asks again: no 200 without a row.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_claim_asked_again_is_not_mistaken_for_a_stored_batch() {
+        use super::resolve_batch;
+        use crate::db::DbError;
+
+        let pg = Postgres::start().expect("PostgreSQL starts");
+        let (database, name) = database_named(&pg).await;
+        let id = uuid::Uuid::now_v7();
+        for attempt in ["the claim whose answer is lost", "the claim asked again"] {
+            let database = Arc::clone(&database);
+            let outcome = tokio::task::spawn_blocking(move || {
+                resolve_batch(&database.pool, id, std::time::Duration::from_secs(5))
+            })
+            .await
+            .expect("thread");
+            assert_eq!(outcome, Err(DbError::Unavailable), "{attempt}: never stored");
+        }
+        let visits: i64 = pg
+            .with_admin_client(&name, |client| {
+                Ok(client.query_one("SELECT count(*) FROM access", &[])?.get(0))
+            })
+            .expect("count");
+        assert_eq!(visits, 0);
     }
 
     /// A batch whose answer was lost is answered with what the database recorded — also when the
