@@ -89,8 +89,9 @@ pub fn assert_only_200_or_503_problem(report: &Report, index: usize) {
         .collect();
     assert!(
         unexpected.is_empty(),
-        "{} answers were neither 200 nor 503 problem+json, e.g. {:?}",
+        "{} answers to {} were neither 200 nor 503 problem+json, e.g. {:?}",
         unexpected.len(),
+        report.spec.targets[index].path,
         &unexpected[..unexpected.len().min(5)]
     );
 }

@@ -6,7 +6,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use reliability_tests::stack::frontend_sessions;
-use reliability_tests::{Load, LoadSpec, Outcome, Report, Stack, Target, one_at_a_time};
+use reliability_tests::{
+    Load, LoadSpec, Report, Stack, Target, assert_only_200_or_503_problem, one_at_a_time,
+};
 
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(1);
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -70,25 +72,7 @@ fn statements_blocked_past_the_statement_timeout_answer_503_without_leaking_conn
     );
 
     for target in [0, 1] {
-        let unexpected: Vec<_> = report
-            .of(target)
-            .filter(|record| match record.outcome {
-                Outcome::Response {
-                    status: 200, body_ok, ..
-                } => !body_ok,
-                Outcome::Response {
-                    status: 503, problem, ..
-                } => !problem,
-                _ => true,
-            })
-            .collect();
-        assert!(
-            unexpected.is_empty(),
-            "{} answers to {} were neither 200 nor 503 problem+json, e.g. {:?}",
-            unexpected.len(),
-            report.spec.targets[target].path,
-            &unexpected[..unexpected.len().min(5)]
-        );
+        assert_only_200_or_503_problem(&report, target);
     }
     let timed_out = |target| {
         report
