@@ -129,24 +129,6 @@ impl Aurora {
         Ok(aurora)
     }
 
-    /// The writer's instance name: what the cluster endpoint's CNAME points at.
-    pub fn writer_name(&self) -> &str {
-        &self.instances[self.writer].name
-    }
-
-    /// The reader's instance name: what the reader endpoint's CNAME points at.
-    pub fn reader_name(&self) -> &str {
-        &self.instances[1 - self.writer].name
-    }
-
-    /// Each instance's name and address, for the resolver's records.
-    pub fn instance_records(&self) -> Vec<(Ipv4Addr, String)> {
-        self.instances
-            .iter()
-            .map(|instance| (instance.address, instance.name.clone()))
-            .collect()
-    }
-
     /// The writer's endpoint (pause state, connections, resumes).
     pub fn writer_endpoint(&self) -> &AuroraEndpoint {
         &self.instances[self.writer].endpoint
