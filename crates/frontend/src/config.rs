@@ -154,7 +154,8 @@ pub struct ConnectivityArgs {
 }
 
 /// TCP_USER_TIMEOUT counts whole milliseconds and 0 means the kernel's default (minutes), and
-/// keepalives count whole seconds: at least 2 s, so that half of it is a keepalive interval.
+/// keepalives count whole seconds: at least 2 s, so that the keepalive idle time (half of it) is
+/// at least a second.
 fn parse_tcp_user_timeout(text: &str) -> Result<Duration, String> {
     let timeout = humantime::parse_duration(text).map_err(|error| error.to_string())?;
     if timeout < Duration::from_secs(2) {

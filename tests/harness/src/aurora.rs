@@ -68,7 +68,7 @@ struct State {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
-    /// Serving; `since` is when the last connection closed (or the start), for the idle count.
+    /// Serving; `idle_since` is when the last connection closed (or the start), for the idle count.
     Awake {
         idle_since: Instant,
     },
@@ -261,7 +261,6 @@ fn carry(client: TcpStream, shared: &Arc<Shared>) {
                 .0;
             state.settle();
         }
-        shared.resumed.notify_all();
         (id, state.upstream)
     };
     if !shared.stopping.load(Ordering::SeqCst)
