@@ -66,7 +66,7 @@ struct Args {
     seconds: u32,
 
     /// PostgreSQL with fsync and synchronous_commit on, as in production (`--durable false`
-    /// runs it like the test harness: no fsync, commits not waited for).
+    /// runs it without durability: no fsync, commits not waited for).
     #[arg(long, default_value_t = true, action = ArgAction::Set)]
     durable: bool,
 
@@ -183,7 +183,7 @@ fn run(args: &Args) -> Result<PathBuf> {
             if args.durable {
                 "fsync=on, synchronous_commit=on, full_page_writes=on (durable commits)"
             } else {
-                "fsync=off, synchronous_commit=off (the test harness's settings)"
+                "fsync=off, synchronous_commit=off, full_page_writes=off (commits not durable)"
             }
         ),
     );
@@ -341,7 +341,7 @@ fn say(what: &str) {
     eprintln!("bench [{since:5.0} s, load {}]: {what}", load_average());
 }
 
-/// Durable commits as in production, or the harness's no-fsync settings.
+/// Durable commits as in production, or none at all (no fsync, no synchronous commit).
 fn configure_durability(pg: &Postgres, durable: bool) -> Result<()> {
     let value = if durable { "on" } else { "off" };
     pg.with_admin_client("postgres", |client| {

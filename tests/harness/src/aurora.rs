@@ -12,6 +12,10 @@
 //!
 //! An instance that is down (stopped, rebooting) refuses: the proxy accepts and closes at once,
 //! which a client sees as a connection ended before the server spoke.
+//!
+//! And the faults of the path in between: a link that freezes (every byte held, every socket
+//! kept: acknowledged by the kernel, so neither keepalives nor TCP_USER_TIMEOUT notice) and is
+//! then released or severed, and a session the server ends with a FATAL right after a commit.
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
@@ -22,6 +26,16 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+
+/// What meets the answer to a commit (see [`AuroraEndpoint::after_next_commit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterCommit {
+    /// The answer is replaced by a FATAL with this SQLSTATE and the connection closed: the
+    /// server ended the session after the commit, as a failed WAL flush would (`58030`).
+    Fatal(&'static str),
+    /// The answer is held and the link frozen ([`AuroraEndpoint::freeze`]).
+    Freeze,
+}
 
 /// Aurora Serverless v2's scaling to zero. The default never pauses.
 #[derive(Clone, Copy, Debug)]
@@ -53,6 +67,7 @@ pub struct AuroraEndpoint {
 struct Shared {
     state: Mutex<State>,
     resumed: Condvar,
+    thawed: Condvar,
     stopping: AtomicBool,
 }
 
@@ -64,6 +79,12 @@ struct State {
     open: HashMap<u64, Vec<TcpStream>>,
     next_id: u64,
     resumes: usize,
+    /// No byte is forwarded while set (see [`AuroraEndpoint::freeze`]).
+    frozen: bool,
+    /// What happens to the next answer to a commit.
+    after_commit: Option<AfterCommit>,
+    /// How many answers to a commit have met an [`AfterCommit`].
+    commit_faults: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,8 +143,12 @@ impl AuroraEndpoint {
                 open: HashMap::new(),
                 next_id: 0,
                 resumes: 0,
+                frozen: false,
+                after_commit: None,
+                commit_faults: 0,
             }),
             resumed: Condvar::new(),
+            thawed: Condvar::new(),
             stopping: AtomicBool::new(false),
         });
         let acceptor = {
@@ -181,6 +206,43 @@ impl AuroraEndpoint {
     pub fn resumes(&self) -> usize {
         self.shared.lock().resumes
     }
+
+    /// The link stops carrying bytes, both ways, on every connection (new ones included); the
+    /// sockets stay open and the kernel keeps acknowledging what it buffers, as when the path or
+    /// the instance stalls without a reset.
+    pub fn freeze(&self) {
+        self.shared.lock().frozen = true;
+    }
+
+    /// Carries again everything held, late.
+    pub fn release(&self) {
+        self.shared.lock().frozen = false;
+        self.shared.thawed.notify_all();
+    }
+
+    /// Closes every connection, dropping what was held, and carries new ones again: a frozen
+    /// path that ends in a reset (a NAT's idle timeout, TCP_USER_TIMEOUT on the other side).
+    pub fn sever(&self) {
+        let mut state = self.shared.lock();
+        for streams in state.open.values() {
+            for stream in streams {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+        }
+        state.frozen = false;
+        self.shared.thawed.notify_all();
+    }
+
+    /// `fault` meets the next answer to a statement that returned one row and committed on its
+    /// own (a visit batch): the batch is stored, and its writer does not learn it.
+    pub fn after_next_commit(&self, fault: AfterCommit) {
+        self.shared.lock().after_commit = Some(fault);
+    }
+
+    /// How many answers to a commit have met a fault of [`after_next_commit`](Self::after_next_commit).
+    pub fn commit_faults(&self) -> usize {
+        self.shared.lock().commit_faults
+    }
 }
 
 impl Shared {
@@ -192,12 +254,17 @@ impl Shared {
 impl Drop for AuroraEndpoint {
     fn drop(&mut self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
-        for streams in self.shared.lock().open.values() {
-            for stream in streams {
-                let _ = stream.shutdown(Shutdown::Both);
+        {
+            // Woken under the lock: a thread that saw `stopping` unset is already waiting.
+            let state = self.shared.lock();
+            for streams in state.open.values() {
+                for stream in streams {
+                    let _ = stream.shutdown(Shutdown::Both);
+                }
             }
+            self.shared.resumed.notify_all();
+            self.shared.thawed.notify_all();
         }
-        self.shared.resumed.notify_all();
         if let Some(acceptor) = self.acceptor.take() {
             let _ = acceptor.join();
         }
@@ -273,11 +340,14 @@ fn carry(client: TcpStream, shared: &Arc<Shared>) {
         }
         let _ = client.set_nodelay(true);
         let _ = server.set_nodelay(true);
-        let back = std::thread::Builder::new()
-            .name("aurora-endpoint-back".to_owned())
-            .stack_size(128 * 1024)
-            .spawn(move || pump(server_reader, client));
-        pump(client_reader, server);
+        let back = {
+            let shared = Arc::clone(shared);
+            std::thread::Builder::new()
+                .name("aurora-endpoint-back".to_owned())
+                .stack_size(128 * 1024)
+                .spawn(move || pump(server_reader, client, &shared, Direction::ToClient))
+        };
+        pump(client_reader, server, shared, Direction::ToServer);
         if let Ok(back) = back {
             let _ = back.join();
         }
@@ -297,8 +367,16 @@ fn carry(client: TcpStream, shared: &Arc<Shared>) {
     }
 }
 
-/// Copies `from` to `to` until EOF (then half-closes `to`) or an error (then closes both).
-fn pump(mut from: TcpStream, mut to: TcpStream) {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    ToServer,
+    ToClient,
+}
+
+/// Copies `from` to `to` until EOF (then half-closes `to`) or an error (then closes both),
+/// holding what it read while the link is frozen, and putting a FATAL in place of an answer
+/// to a commit when asked to.
+fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared, direction: Direction) {
     let mut buffer = [0_u8; 16 * 1024];
     loop {
         match from.read(&mut buffer) {
@@ -307,6 +385,30 @@ fn pump(mut from: TcpStream, mut to: TcpStream) {
                 return;
             }
             Ok(read) => {
+                let fatal = {
+                    let mut state = shared.lock();
+                    let fault = state
+                        .after_commit
+                        .filter(|_| direction == Direction::ToClient && answers_a_commit(&buffer[..read]));
+                    if fault.is_some() {
+                        state.after_commit = None;
+                        state.commit_faults += 1;
+                    }
+                    if fault == Some(AfterCommit::Freeze) {
+                        state.frozen = true;
+                    }
+                    while state.frozen && !shared.stopping.load(Ordering::SeqCst) {
+                        state = shared.thawed.wait(state).unwrap_or_else(PoisonError::into_inner);
+                    }
+                    match fault {
+                        Some(AfterCommit::Fatal(sqlstate)) => Some(sqlstate),
+                        _ => None,
+                    }
+                };
+                if let Some(sqlstate) = fatal {
+                    let _ = to.write_all(&fatal_error_response(sqlstate));
+                    break;
+                }
                 if to.write_all(&buffer[..read]).is_err() {
                     break;
                 }
@@ -317,6 +419,43 @@ fn pump(mut from: TcpStream, mut to: TcpStream) {
     }
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
+}
+
+/// Whether a read from the server holds the end of a one-row statement that committed on its
+/// own: CommandComplete `SELECT 1`, then ReadyForQuery outside a transaction (`I`), which
+/// PostgreSQL sends only after the commit.
+fn answers_a_commit(bytes: &[u8]) -> bool {
+    const COMPLETE: &[u8] = b"C\0\0\0\x0dSELECT 1\0";
+    const READY_IDLE: &[u8] = b"Z\0\0\0\x05I";
+    bytes
+        .windows(COMPLETE.len())
+        .position(|window| window == COMPLETE)
+        .is_some_and(|at| {
+            bytes[at..]
+                .windows(READY_IDLE.len())
+                .any(|window| window == READY_IDLE)
+        })
+}
+
+/// A PostgreSQL ErrorResponse of severity FATAL with `sqlstate`.
+fn fatal_error_response(sqlstate: &str) -> Vec<u8> {
+    let mut fields = Vec::new();
+    for (code, value) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', sqlstate),
+        (b'M', "injected by the test endpoint after a commit"),
+    ] {
+        fields.push(code);
+        fields.extend_from_slice(value.as_bytes());
+        fields.push(0);
+    }
+    fields.push(0);
+    let mut message = vec![b'E'];
+    let length = u32::try_from(fields.len() + 4).unwrap_or(u32::MAX);
+    message.extend_from_slice(&length.to_be_bytes());
+    message.extend_from_slice(&fields);
+    message
 }
 
 #[cfg(test)]
@@ -426,5 +565,53 @@ mod tests {
             "the open connection still reaches the old instance"
         );
         Ok(())
+    }
+
+    #[test]
+    fn a_frozen_link_holds_every_byte_until_released_and_a_severed_one_closes() -> Result<()> {
+        let endpoint = AuroraEndpoint::start(echo_server()?, Lifecycle::default())?;
+        let mut open = TcpStream::connect(endpoint.addr())?;
+        open.set_read_timeout(Some(Duration::from_millis(300)))?;
+        let mut answer = [0_u8; 1];
+        open.write_all(b"a")?;
+        open.read_exact(&mut answer)?;
+        endpoint.freeze();
+        open.write_all(b"b")?;
+        assert!(
+            open.read_exact(&mut answer).is_err(),
+            "nothing comes back while frozen"
+        );
+        endpoint.release();
+        open.set_read_timeout(Some(Duration::from_secs(5)))?;
+        open.read_exact(&mut answer)?;
+        assert_eq!(&answer, b"b", "what was held arrives after the release");
+
+        endpoint.freeze();
+        open.write_all(b"c")?;
+        endpoint.sever();
+        assert!(
+            matches!(open.read(&mut answer), Ok(0) | Err(_)),
+            "a severed connection is closed, and what it held is dropped"
+        );
+        assert!(
+            round_trip(endpoint.addr())? < Duration::from_secs(1),
+            "new connections are carried"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn only_the_answer_to_a_commit_of_one_row_is_a_commit() {
+        let select_one = b"2\0\0\0\x04D\0\0\0\x0b\0\x01\0\0\0\x011C\0\0\0\x0dSELECT 1\0Z\0\0\0\x05I";
+        assert!(answers_a_commit(select_one));
+        let in_transaction = b"C\0\0\0\x0dSELECT 1\0Z\0\0\0\x05T";
+        assert!(!answers_a_commit(in_transaction), "not committed yet");
+        let split = b"C\0\0\0\x0dSELECT 1\0";
+        assert!(
+            !answers_a_commit(split),
+            "the commit is only known with ReadyForQuery"
+        );
+        let claim = b"C\0\0\0\x0fINSERT 0 1\0Z\0\0\0\x05I";
+        assert!(!answers_a_commit(claim));
     }
 }

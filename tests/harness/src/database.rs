@@ -27,7 +27,7 @@ static NEXT_DATABASE: AtomicUsize = AtomicUsize::new(1);
 /// * listens on `127.0.0.1:<free port>` and on a unix socket in its own temporary directory;
 /// * superuser `postgres` with a random password ([`superuser_password`](Self::superuser_password)),
 ///   `scram-sha-256` over TCP, `trust` over the unix socket;
-/// * tuned for tests (`fsync=off`, no synchronous commit) with `max_connections = 300`;
+/// * tuned for tests (`fsync=off`; commits still survive a crash of the server) with `max_connections = 300`;
 /// * binaries from `$PG_BIN`, else `$PATH`, else the newest `/usr/lib/postgresql/*/bin`;
 /// * as root, the cluster belongs to the `postgres` user and every tool runs through
 ///   `runuser -u postgres --` (`initdb` refuses root); as any other user, tools run directly.
@@ -243,6 +243,14 @@ impl Postgres {
         Ok(())
     }
 
+    /// Stops the server as a crash would (immediate shutdown: sessions cut, no checkpoint),
+    /// keeping its data; [`restart`](Self::restart) recovers it from the WAL.
+    pub fn crash(&mut self) -> Result<()> {
+        self.pg_ctl_stop("immediate")?;
+        self.running = false;
+        Ok(())
+    }
+
     /// Starts the server again after [`stop`](Self::stop), on the same port with the same data.
     pub fn restart(&mut self) -> Result<()> {
         if self.running {
@@ -349,9 +357,10 @@ impl Postgres {
         let _ = writeln!(settings, "unix_socket_directories = '{dir}'");
         // Load tests open 256 connections; leave headroom for admin sessions.
         let _ = writeln!(settings, "max_connections = 300");
-        // Durability is worthless for a throwaway cluster; speed is not.
+        // A throwaway cluster need not survive the machine crashing (no fsync), but it must
+        // survive its own crash (`crash`, `-m immediate`): a commit is acknowledged only once its
+        // WAL is written, as Aurora acknowledges only what its storage quorum holds.
         let _ = writeln!(settings, "fsync = off");
-        let _ = writeln!(settings, "synchronous_commit = off");
         let _ = writeln!(settings, "full_page_writes = off");
         let _ = writeln!(settings, "log_min_messages = warning");
         if self.ca_cert.is_some() {

@@ -41,7 +41,7 @@ mod service;
 mod stub;
 mod tls;
 
-pub use aurora::{AuroraEndpoint, Lifecycle};
+pub use aurora::{AfterCommit, AuroraEndpoint, Lifecycle};
 pub use build::{binaries, binary};
 pub use database::Postgres;
 pub use moto::Moto;
