@@ -8,6 +8,7 @@ pub mod secrets;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use poem::Endpoint;
 
@@ -15,9 +16,16 @@ pub use config::{Config, Settings};
 
 use crate::db::{Database, DatabaseSetupError};
 
-/// Builds the application from validated settings. Makes no network call: a paused or
-/// unreachable database must not keep the service from starting and passing its health check.
-pub async fn build(settings: &mut Settings) -> Result<impl Endpoint + 'static, DatabaseSetupError> {
+/// After the drain (20 s of ECS's and App Runner's 30 s before SIGKILL), how long visit batches
+/// whose outcome is not known yet may still take before the process exits without them.
+const UNANSWERED_BATCHES_WAIT: Duration = Duration::from_secs(8);
+
+/// Builds the application, and the database handle it uses (if one is configured). Makes no
+/// network call: a paused or unreachable database must not keep the service from starting and
+/// passing its health check.
+pub async fn build(
+    settings: &mut Settings,
+) -> Result<(impl Endpoint + 'static, Option<Arc<Database>>), DatabaseSetupError> {
     let database = match settings.database.take() {
         Some(db_settings) => {
             let database = tokio::task::spawn_blocking(move || Database::new(db_settings))
@@ -32,11 +40,15 @@ pub async fn build(settings: &mut Settings) -> Result<impl Endpoint + 'static, D
             None
         }
     };
-    Ok(api::app(settings, database))
+    Ok((api::app(settings, database.clone()), database))
 }
 
 pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, settings.port));
-    let app = build(&mut settings).await?;
-    service_kit::serve(app, addr).await
+    let (app, database) = build(&mut settings).await?;
+    let served = service_kit::serve(app, addr).await;
+    if let Some(database) = database {
+        tokio::task::spawn_blocking(move || database.finish(UNANSWERED_BATCHES_WAIT)).await?;
+    }
+    served
 }

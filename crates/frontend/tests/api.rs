@@ -67,7 +67,7 @@ impl TestApp {
 
 async fn app_client(args: &[&str]) -> TestClient<poem::endpoint::BoxEndpoint<'static>> {
     let mut settings = frontend::Config::try_parse_from_args(args).expect("valid settings");
-    let app = frontend::build(&mut settings).await.expect("app builds");
+    let (app, _) = frontend::build(&mut settings).await.expect("app builds");
     TestClient::new(
         service_kit::serve::with_common_middleware(app)
             .map_to_response()

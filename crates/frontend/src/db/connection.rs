@@ -43,15 +43,20 @@ pub struct Connection {
 /// Records a batch in one round trip: one statement, committed on its own (no BEGIN/COMMIT), that
 /// inserts the visits together with the batch's id. A batch whose answer was lost is looked up by
 /// that id; sending the statement again is harmless (`ON CONFLICT` inserts nothing twice, and
-/// waits for a first attempt still in progress). Returns the number of visits inserted: all of
-/// them, or none if the batch was already stored.
-pub const INSERT_VISITS: &str = "WITH batch AS (\
-     INSERT INTO visit_batch (id) VALUES ($1) ON CONFLICT (id) DO NOTHING RETURNING id), \
+/// waits for a first attempt still in progress). Answers the number of visits inserted (all of
+/// them, or none if the batch was already stored) and whether the id was still young enough to
+/// be sent (`visit_batch_retention.send_within`, by the database's clock): if not, nothing was
+/// inserted, because the id may already have been pruned.
+pub const INSERT_VISITS: &str = "WITH sendable AS (\
+     SELECT visit_batch_id_floor(now() - send_within) <= $1 AS yes FROM visit_batch_retention), \
+     batch AS (\
+     INSERT INTO visit_batch (id) SELECT $1 FROM sendable WHERE yes \
+     ON CONFLICT (id) DO NOTHING RETURNING id), \
      inserted AS (\
      INSERT INTO access (last_update, user_agent) \
      SELECT visit.at, visit.user_agent \
      FROM unnest($2::timestamptz[], $3::varchar[]) AS visit (at, user_agent), batch RETURNING 1) \
-     SELECT count(*) FROM inserted";
+     SELECT (SELECT count(*) FROM inserted), coalesce((SELECT yes FROM sendable), false)";
 pub const RECENT_VISITS: &str =
     "SELECT last_update, user_agent FROM access ORDER BY last_update DESC LIMIT 10";
 

@@ -57,11 +57,15 @@ fn is_read_only(error: &postgres::Error) -> bool {
     error.code() == Some(&postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION)
 }
 
+/// The session is over: the server ended it (a FATAL or PANIC, whatever its SQLSTATE — a
+/// restart, a terminated backend, a failed WAL flush) or the socket is gone. A statement sent on
+/// it may have committed before the end.
 fn connection_was_lost(error: &postgres::Error) -> bool {
-    use postgres::error::SqlState;
+    use postgres::error::Severity;
     let ended_by_server = error
-        .code()
-        .is_some_and(|code| *code == SqlState::ADMIN_SHUTDOWN || *code == SqlState::CRASH_SHUTDOWN);
+        .as_db_error()
+        .and_then(postgres::error::DbError::parsed_severity)
+        .is_some_and(|severity| matches!(severity, Severity::Fatal | Severity::Panic));
     let socket_gone = std::error::Error::source(error).is_some_and(|cause| cause.is::<std::io::Error>());
     ended_by_server || error.is_closed() || socket_gone
 }
@@ -159,6 +163,13 @@ impl Database {
     /// Commits one visit; returns once it is durable.
     pub async fn record_visit(&self, visit: Visit) -> Result<(), DbError> {
         self.writer.record(visit).await
+    }
+
+    /// For the end of the process, once no request waits any more: gives the visit batches whose
+    /// outcome is not known yet up to `within` to be answered, and logs each one that is not.
+    /// Blocking: call it off the async executor.
+    pub fn finish(&self, within: std::time::Duration) {
+        self.writer.finish(within);
     }
 
     /// The ten newest visits, read after this call began (concurrent calls share one query).

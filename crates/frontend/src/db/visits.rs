@@ -10,14 +10,19 @@
 //! batch, so BEGIN and COMMIT of their own would triple the time a visit waits. When the answer is
 //! lost (the session ends while the statement is in flight) the batch may or may not be stored;
 //! the id says which: sending the statement again stores nothing twice, and claiming the id
-//! for nothing tells a stored batch from one that never was and now never can be.
+//! for nothing tells a stored batch from one that never was and now never can be. Ids are kept
+//! for `visit_batch_retention.keep` and may be sent or claimed only within `send_within` of their
+//! creation, both judged by the database's clock in the statements themselves: a statement held
+//! up for minutes (a frozen link, a stalled server) finds its id refused, never pruned and stored
+//! again. Its visits are then told the outcome is unknown.
 //!
 //! Reads are coalesced the same way: reader threads take every `GET /recent-visits` waiting and
 //! answer them all from one query. A query serves only requests that were queued before it
 //! started, so each answer is at least as fresh as a query of its own would have been.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -52,12 +57,9 @@ const IDLE_PING_AFTER: Duration = Duration::from_millis(100);
 /// delete is small (it runs on a writer, between two batches).
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
-/// Batch ids younger than this are kept. A lost answer is resolved within `resolve_within`, so
-/// anything much older is never looked up again.
-const MIN_BATCH_ID_RETENTION: Duration = Duration::from_secs(600);
-
 pub struct VisitWriter {
     queue: mpsc::Sender<Pending>,
+    writers: Arc<Writers>,
 }
 
 /// What the writers share besides the queue.
@@ -65,9 +67,32 @@ struct Writers {
     pool: Pool,
     max_batch: usize,
     resolve_within: Duration,
-    retention: Duration,
     /// Seconds since the epoch of the last prune, so that one writer at a time prunes.
     last_prune: AtomicU64,
+    /// Batches sent or being resolved whose requests have no answer yet, with their visit
+    /// counts: what [`VisitWriter::finish`] waits for, and names if the process must go first.
+    in_flight: Mutex<HashMap<Uuid, usize>>,
+    answered: Condvar,
+}
+
+impl Writers {
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, usize>> {
+        self.in_flight.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Gives each waiting request its answer, and takes the batch off the in-flight list.
+    fn answer(
+        &self,
+        id: Uuid,
+        waiting: Vec<oneshot::Sender<Result<(), DbError>>>,
+        outcome: Result<(), DbError>,
+    ) {
+        for committed in waiting {
+            let _ = committed.send(outcome);
+        }
+        self.in_flight().remove(&id);
+        self.answered.notify_all();
+    }
 }
 
 impl VisitWriter {
@@ -86,8 +111,9 @@ impl VisitWriter {
             pool,
             max_batch,
             resolve_within,
-            retention: MIN_BATCH_ID_RETENTION.max(resolve_within * 10),
             last_prune: AtomicU64::new(epoch_seconds()),
+            in_flight: Mutex::new(HashMap::new()),
+            answered: Condvar::new(),
         });
         for index in 0..writers {
             let (shared, receiver) = (Arc::clone(&shared), Arc::clone(&receiver));
@@ -95,7 +121,30 @@ impl VisitWriter {
                 .name(format!("visit-writer-{index}"))
                 .spawn(move || write_batches(&shared, &receiver))?;
         }
-        Ok(Self { queue })
+        Ok(Self {
+            queue,
+            writers: shared,
+        })
+    }
+
+    /// For the end of the process: waits up to `within` for the batches whose outcome is not
+    /// known yet (sent, or being resolved after a lost answer), then logs each one still open.
+    /// Their requests get no answer from this process, and their rows may exist. Blocking.
+    pub fn finish(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        let mut in_flight = self.writers.in_flight();
+        while !in_flight.is_empty() && Instant::now() < deadline {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            in_flight = self
+                .writers
+                .answered
+                .wait_timeout(in_flight, wait)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        for (id, visits) in in_flight.iter() {
+            tracing::error!(batch = %id, visits, "outcome of a visit batch unknown at exit: its requests got no answer, rows may exist");
+        }
     }
 
     /// Resolves once the visit is committed, or with the reason it was not.
@@ -111,25 +160,21 @@ impl VisitWriter {
     }
 }
 
-fn write_batches(writers: &Writers, receiver: &Mutex<mpsc::Receiver<Pending>>) {
+fn write_batches(writers: &Arc<Writers>, receiver: &Mutex<mpsc::Receiver<Pending>>) {
     let mut batch = Vec::with_capacity(writers.max_batch);
     // A caller that stopped waiting (client gone) must not get a row it was never told of.
     while next_batch(receiver, &mut batch, writers.max_batch, |pending| {
         pending.committed.is_closed()
     }) {
         let id = Uuid::now_v7();
-        match insert(&writers.pool, id, &batch) {
-            Written::Done(outcome) => {
-                for pending in batch.drain(..) {
-                    let _ = pending.committed.send(outcome);
-                }
-            }
-            Written::Unanswered => {
-                // Finding out may take until the database is back; the writer must not wait for
-                // that, or every other visit would wait with it instead of getting its 503.
-                let waiting: Vec<_> = batch.drain(..).map(|pending| pending.committed).collect();
-                resolve_in_background(writers.pool.clone(), id, writers.resolve_within, waiting);
-            }
+        writers.in_flight().insert(id, batch.len());
+        let written = insert(&writers.pool, id, &batch);
+        let waiting: Vec<_> = batch.drain(..).map(|pending| pending.committed).collect();
+        match written {
+            Written::Done(outcome) => writers.answer(id, waiting, outcome),
+            // Finding out may take until the database is back; the writer must not wait for
+            // that, or every other visit would wait with it instead of getting its 503.
+            Written::Unanswered => resolve_in_background(Arc::clone(writers), id, waiting),
         }
         prune_if_due(writers);
     }
@@ -190,8 +235,7 @@ fn insert(pool: &Pool, id: Uuid, batch: &[Pending]) -> Written {
         let sent = !client.is_closed();
         let result = client
             .query_one(&*insert_visits, &[&id, &timestamps, &user_agents])
-            .and_then(|row| row.try_get::<_, i64>(0))
-            .map(Some);
+            .and_then(|row| Ok((row.try_get::<_, i64>(0)?, row.try_get::<_, bool>(1)?)));
         // A statement that failed on its own aborted and stored nothing. One whose session ended
         // once it was sent may have committed, whatever came back first: under the reliability
         // suite's rotation, sessions ended with a FATAL before the result row had been read still
@@ -205,10 +249,20 @@ fn insert(pool: &Pool, id: Uuid, batch: &[Pending]) -> Written {
         result
     });
     match outcome {
-        Ok(Some(inserted)) if inserted == batch.len() as i64 => Written::Done(Ok(())),
+        Ok((inserted, true)) if inserted == batch.len() as i64 => Written::Done(Ok(())),
         // Only a lost answer sends the statement twice: the first attempt had stored the batch.
-        Ok(Some(0)) if maybe_stored => Written::Done(Ok(())),
-        Ok(inserted) => {
+        Ok((0, true)) if maybe_stored => Written::Done(Ok(())),
+        // The database refused the id as too old to send: this statement stored nothing, and
+        // whether an earlier attempt did can no longer be asked (its id may be pruned).
+        Ok((_, false)) if maybe_stored => {
+            tracing::error!(batch = %id, visits = batch.len(), "outcome of an unanswered visit batch unknown: its id is older than visit_batch_retention.send_within by the database's clock; answering 503, outcome unknown, rows may exist");
+            Written::Done(Err(DbError::OutcomeUnknown))
+        }
+        Ok((_, false)) => {
+            tracing::error!(batch = %id, "the database refused a new visit batch id as older than visit_batch_retention.send_within: the statement arrived that late, or this instance's clock is behind the database's by more than that; nothing stored");
+            Written::Done(Err(DbError::Failed))
+        }
+        Ok((inserted, true)) => {
             tracing::error!(
                 ?inserted,
                 expected = batch.len(),
@@ -225,22 +279,24 @@ fn insert(pool: &Pool, id: Uuid, batch: &[Pending]) -> Written {
 }
 
 fn resolve_in_background(
-    pool: Pool,
+    writers: Arc<Writers>,
     id: Uuid,
-    within: Duration,
     waiting: Vec<oneshot::Sender<Result<(), DbError>>>,
 ) {
+    let resolver = Arc::clone(&writers);
     let answer = move || {
-        let outcome = resolve_batch(&pool, id, within);
-        for committed in waiting {
-            let _ = committed.send(outcome);
-        }
+        let outcome = resolve_batch(&resolver.pool, id, resolver.resolve_within);
+        resolver.answer(id, waiting, outcome);
     };
     // A thread per cut-off batch: these come with restarts and failovers, a handful at a time.
     if let Err(error) = thread::Builder::new()
         .name("batch-resolver".to_owned())
         .spawn(answer)
     {
+        // The closure, and with it every waiting request's sender, is dropped: they answer
+        // "outcome unknown" (see `record`).
+        writers.in_flight().remove(&id);
+        writers.answered.notify_all();
         tracing::error!(%error, batch = %id, "cannot start a thread to resolve a visit batch; its visits get 503, outcome unknown, rows may exist");
     }
 }
@@ -248,9 +304,17 @@ fn resolve_in_background(
 /// Claims a batch id for nothing unless the batch is stored, and answers whether it is. The claim
 /// is the only writer of an id without visits, and marks it so (`stored = false`): a claim whose
 /// own answer was lost, asked again, must not read its own row as a stored batch. A first attempt
-/// still in progress makes it wait for that attempt's outcome, as `DO NOTHING` would.
-const CLAIM_BATCH: &str = "INSERT INTO visit_batch (id, stored) VALUES ($1, false) \
+/// still in progress makes it wait for that attempt's outcome, as `DO NOTHING` would. An id older
+/// than `send_within` (the database's clock) is not claimed and no row is answered: it may have
+/// been pruned, and then a claim would call a stored batch "never stored".
+const CLAIM_BATCH: &str = "INSERT INTO visit_batch (id, stored) \
+     SELECT $1, false FROM visit_batch_retention \
+     WHERE visit_batch_id_floor(now() - send_within) <= $1 \
      ON CONFLICT (id) DO UPDATE SET stored = visit_batch.stored RETURNING stored";
+
+/// Deletes the batch ids older than `keep`, by the database's clock (see `visit_batch_retention`).
+const PRUNE_BATCH_IDS: &str = "DELETE FROM visit_batch \
+     WHERE id < (SELECT visit_batch_id_floor(now() - keep) FROM visit_batch_retention)";
 
 /// Answers a batch whose answer was lost with what the database recorded: stored means 200,
 /// not stored means 503 with no row. It claims the batch id for nothing: if that inserts, the
@@ -267,8 +331,8 @@ fn resolve_batch(pool: &Pool, id: Uuid, resolve_within: Duration) -> Result<(), 
             .and_then(|mut connection| {
                 connection
                     .client
-                    .query_one(CLAIM_BATCH, &[&id])
-                    .and_then(|row| row.try_get::<_, bool>(0))
+                    .query_opt(CLAIM_BATCH, &[&id])
+                    .and_then(|row| row.map(|row| row.try_get::<_, bool>(0)).transpose())
                     .map_err(|error| {
                         // Not the same session again: the next claim must reach the writer.
                         if session_cannot_serve(&error) {
@@ -278,13 +342,17 @@ fn resolve_batch(pool: &Pool, id: Uuid, resolve_within: Duration) -> Result<(), 
                     })
             });
         match claimed {
-            Ok(true) => {
+            Ok(Some(true)) => {
                 tracing::info!(batch = %id, "the unanswered visit batch had been stored");
                 return Ok(());
             }
-            Ok(false) => {
+            Ok(Some(false)) => {
                 tracing::info!(batch = %id, "the unanswered visit batch had not been stored");
                 return Err(DbError::Unavailable);
+            }
+            Ok(None) => {
+                tracing::error!(batch = %id, "outcome of an unanswered visit batch unknown: its id is older than visit_batch_retention.send_within by the database's clock; answering 503, outcome unknown, rows may exist");
+                return Err(DbError::OutcomeUnknown);
             }
             Err(error) if Instant::now() >= deadline => {
                 tracing::error!(
@@ -313,22 +381,8 @@ fn prune_if_due(writers: &Writers) {
     {
         return;
     }
-    let cutoff = SystemTime::now()
-        .checked_sub(writers.retention)
-        .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
-        .map(|since| {
-            Uuid::new_v7(uuid::Timestamp::from_unix(
-                uuid::NoContext,
-                since.as_secs(),
-                since.subsec_nanos(),
-            ))
-        });
-    let Some(cutoff) = cutoff else { return };
-    // Ids are UUIDv7: ordered by creation time, so this is a range on the primary key.
     let pruned = with_connection(&writers.pool, "pruning visit batch ids", |connection| {
-        connection
-            .client
-            .execute("DELETE FROM visit_batch WHERE id < $1", &[&cutoff])
+        connection.client.execute(PRUNE_BATCH_IDS, &[])
     });
     if let Ok(deleted) = pruned {
         tracing::debug!(deleted, "old visit batch ids pruned");
@@ -526,6 +580,52 @@ mod tests {
             .expect("both sends answered");
         assert_eq!(inserted, (2, 0));
         assert_eq!(count_visits(&pg, &name, "twice"), 2);
+    }
+
+    /// Once a batch id is older than `send_within` by the database's clock, it is neither
+    /// stored nor claimed, so pruning it (after `keep`) can never let a late resend store the
+    /// visits twice, nor a claim call a stored batch "never stored".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_id_too_old_to_send_is_neither_stored_again_nor_claimed() {
+        use std::time::Duration;
+
+        use super::{PRUNE_BATCH_IDS, resolve_batch};
+        use crate::db::DbError;
+
+        let pg = Postgres::start().expect("PostgreSQL starts");
+        let (database, name) = database_named(&pg).await;
+        let id = uuid::Uuid::now_v7();
+        let sends = pg
+            .with_admin_client(&name, |client| {
+                client.execute(
+                    "UPDATE visit_batch_retention SET keep = '1 s', send_within = '500 ms'",
+                    &[],
+                )?;
+                let first = store_batch(client, id, &["pruned"])?;
+                std::thread::sleep(Duration::from_millis(1100));
+                let pruned = client.execute(PRUNE_BATCH_IDS, &[])?;
+                let row = client.query_one(
+                    crate::db::INSERT_VISITS,
+                    &[&id, &vec![Utc::now()], &vec![Some("pruned")]],
+                )?;
+                Ok((first, pruned, row.get::<_, i64>(0), row.get::<_, bool>(1)))
+            })
+            .expect("statements answered");
+        assert_eq!(
+            sends,
+            (1, 1, 0, false),
+            "(stored, pruned, stored again, sendable)"
+        );
+        assert_eq!(count_visits(&pg, &name, "pruned"), 1);
+        let claimed =
+            tokio::task::spawn_blocking(move || resolve_batch(&database.pool, id, Duration::from_secs(5)))
+                .await
+                .expect("thread");
+        assert_eq!(
+            claimed,
+            Err(DbError::OutcomeUnknown),
+            "a stored batch is never called unstored"
+        );
     }
 
     /// The resolver's own claim whose answer was lost (a second failover right after the
