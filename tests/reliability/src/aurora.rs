@@ -11,8 +11,9 @@ use harness::{AuroraEndpoint, Lifecycle, Postgres, Service};
 
 use crate::stack::{addr_of, frontend_command, user_agents};
 
-/// The User-Agent prefix of [`Cluster::assert_reads_see_a_visit_stored_elsewhere`]'s visits.
-const STORED_ELSEWHERE: &str = "stored by another instance";
+/// The User-Agent prefix of visits another instance of the frontend stored (e.g.
+/// [`Cluster::assert_reads_see_a_visit_stored_elsewhere`]'s): not the load's, so not accounted.
+pub const STORED_ELSEWHERE: &str = "stored by another instance";
 
 pub struct Cluster {
     /// The instances; `writer` indexes the one that accepts writes.

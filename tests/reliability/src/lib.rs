@@ -116,3 +116,11 @@ pub fn assert_only_200_from(report: &Report, index: usize, from: Instant, contex
         from.saturating_duration_since(report.started)
     );
 }
+
+/// The events of a service's JSON log lines whose `message` is `message`.
+pub fn log_events(logs: &str, message: &str) -> Vec<serde_json::Value> {
+    logs.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["message"] == message)
+        .collect()
+}

@@ -421,8 +421,10 @@ impl Report {
         Some(format!("{prefix} #{}", record.id))
     }
 
-    /// Matches the 200s of target `index` with `stored` (the table's User-Agents): each 200
-    /// must have exactly one row, and no row may exist for a request that was not answered 200.
+    /// Matches the answers of target `index` with `stored` (the table's User-Agents): each 200
+    /// must have exactly one row, no request two, and an answer that said nothing was stored
+    /// none. A request told its outcome is unknown, or that got no answer at all (its connection
+    /// closed, or the client gave up), may have one; those are counted.
     pub fn account(&self, index: usize, stored: &[Option<String>]) -> Accounting {
         use std::collections::HashMap;
         let mut rows: HashMap<&str, usize> = HashMap::new();
@@ -437,6 +439,8 @@ impl Report {
             unacknowledged: Vec::new(),
             unknown: 0,
             unknown_stored: 0,
+            unanswered: 0,
+            unanswered_stored: 0,
         };
         for record in self.of(index) {
             let Some(agent) = self.user_agent(record) else {
@@ -451,15 +455,22 @@ impl Report {
                     ..
                 }
             );
+            // The request was sent and no answer came: the client cannot know either way.
+            let unanswered = matches!(
+                record.outcome,
+                Outcome::Closed | Outcome::Timeout | Outcome::Error(_)
+            );
             accounting.acknowledged += usize::from(ok);
             accounting.unknown += usize::from(unknown);
-            match (ok, unknown, found) {
-                (true, _, 1) | (false, _, 0) => {}
+            accounting.unanswered += usize::from(unanswered);
+            match (ok, found) {
+                (true, 1) | (false, 0) => {}
+                (_, found) if found > 1 => accounting.duplicated.push(self.describe(record)),
+                (true, _) => accounting.lost.push(self.describe(record)),
                 // The client was told the visit may have been stored: one row is the truth too.
-                (false, true, 1) => accounting.unknown_stored += 1,
-                (true, _, 0) => accounting.lost.push(self.describe(record)),
-                (_, _, _) if found > 1 => accounting.duplicated.push(self.describe(record)),
-                (_, _, _) => accounting.unacknowledged.push(self.describe(record)),
+                (false, _) if unknown => accounting.unknown_stored += 1,
+                (false, _) if unanswered => accounting.unanswered_stored += 1,
+                (false, _) => accounting.unacknowledged.push(self.describe(record)),
             }
         }
         // Rows no request of this load sent (or of another target): also wrong here.
@@ -542,24 +553,28 @@ pub struct Accounting {
     pub lost: Vec<String>,
     /// 200s with more than one row.
     pub duplicated: Vec<String>,
-    /// Rows for requests that were not answered 200 (or were never sent), other than those
-    /// told their outcome is unknown.
+    /// Rows for requests whose answer said nothing was stored (or that were never sent).
     pub unacknowledged: Vec<String>,
     /// Answers that said the outcome is unknown (the visit may have been stored) …
     pub unknown: usize,
     /// … and how many of those were stored.
     pub unknown_stored: usize,
+    /// Requests sent that got no answer (closed, timed out) …
+    pub unanswered: usize,
+    /// … and how many of those were stored.
+    pub unanswered_stored: usize,
 }
 
 impl Accounting {
-    /// Every 200 one row, every other answer none, and no outcome unknown.
+    /// Every 200 one row, every other request none, and no outcome unknown.
     pub fn is_exact(&self) -> bool {
-        self.keeps_the_promises() && self.unknown == 0
+        self.keeps_the_promises() && self.unknown == 0 && self.unanswered_stored == 0
     }
 
     /// Every 200 one row, nothing stored twice, no row for an answer that said nothing was
-    /// stored; answers that said the outcome is unknown may have one row (count them with
-    /// [`unknown`](Self::unknown)).
+    /// stored; a request told its outcome is unknown, or never answered, may have one row
+    /// (counted in [`unknown_stored`](Self::unknown_stored) and
+    /// [`unanswered_stored`](Self::unanswered_stored)).
     pub fn keeps_the_promises(&self) -> bool {
         self.lost.is_empty() && self.duplicated.is_empty() && self.unacknowledged.is_empty()
     }
@@ -569,19 +584,21 @@ impl std::fmt::Display for Accounting {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} answers 200, {} rows; lost {}, duplicated {}, stored without a 200 {}; outcome unknown {} ({} stored)",
+            "{} answers 200, {} rows; lost {}, duplicated {}, stored although the answer said not {}; outcome unknown {} ({} stored), no answer {} ({} stored)",
             self.acknowledged,
             self.rows,
             self.lost.len(),
             self.duplicated.len(),
             self.unacknowledged.len(),
             self.unknown,
-            self.unknown_stored
+            self.unknown_stored,
+            self.unanswered,
+            self.unanswered_stored
         )?;
         for (what, list) in [
             ("lost", &self.lost),
             ("duplicated", &self.duplicated),
-            ("stored without a 200", &self.unacknowledged),
+            ("stored although the answer said not", &self.unacknowledged),
         ] {
             for entry in list.iter().take(10) {
                 write!(f, "\n  {what}: {entry}")?;

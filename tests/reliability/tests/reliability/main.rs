@@ -8,6 +8,7 @@
 mod accounting;
 mod aurora;
 mod db_outage;
+mod exactly_once;
 mod hostile_input;
 mod private_service;
 mod rotation;
