@@ -45,7 +45,7 @@ pub use aurora::{AfterCommit, AuroraEndpoint, Lifecycle};
 pub use build::{binaries, binary};
 pub use database::Postgres;
 pub use moto::Moto;
-pub use net::free_port;
+pub use net::{free_port, last_lines};
 pub use service::{Service, ServiceCommand};
 pub use stub::{EcsMetadata, HttpStub, Reply, closed_port_url, ecs_task_metadata_fixture};
 pub use tls::TestCa;

@@ -64,6 +64,11 @@ pub(crate) fn tail(path: &Path, max_lines: usize) -> String {
     let text = std::fs::read(path)
         .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
         .unwrap_or_default();
+    last_lines(&text, max_lines)
+}
+
+/// The last `max_lines` lines of `text` (a service's log), for error messages.
+pub fn last_lines(text: &str, max_lines: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(max_lines)..].join("\n")
 }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use harness::{AuroraEndpoint, Lifecycle, Postgres, Service};
+use harness::{AuroraEndpoint, Lifecycle, Postgres, Service, ServiceCommand};
 
 use crate::stack::{addr_of, frontend_command, user_agents};
 
@@ -22,6 +22,10 @@ pub struct Cluster {
     pub endpoint: AuroraEndpoint,
     pub db: String,
     pub frontend: Service,
+    /// How the frontend was started, to start it again on the same port.
+    frontend_command: ServiceCommand,
+    /// The logs of frontends replaced by [`replace_frontend`](Self::replace_frontend).
+    earlier_logs: String,
 }
 
 impl Cluster {
@@ -36,16 +40,18 @@ impl Cluster {
         }
         let endpoint = AuroraEndpoint::start(address(&instances[0]), lifecycle)?;
         // The frontend knows the endpoint, never an instance.
-        let frontend = frontend_command(&instances[0], &db, "postgres", instances[0].superuser_password())?
+        let command = frontend_command(&instances[0], &db, "postgres", instances[0].superuser_password())?
             .env("DB_PORT", endpoint.port().to_string())
-            .envs(extra.iter().copied())
-            .spawn()?;
+            .envs(extra.iter().copied());
+        let frontend = command.spawn()?;
         Ok(Self {
             instances,
             writer: 0,
             endpoint,
             db,
+            frontend_command: command.port(frontend.port()),
             frontend,
+            earlier_logs: String::new(),
         })
     }
 
@@ -118,6 +124,45 @@ impl Cluster {
         std::thread::sleep(down_for);
         writer.restart().context("starting the writer again")?;
         Ok(Instant::now())
+    }
+
+    /// The writer crashes (`-m immediate`: sessions cut mid-statement, no checkpoint), stays down
+    /// for `down_for`, and recovers from its WAL. Returns when it accepts again.
+    pub fn crash(&mut self, down_for: Duration) -> Result<Instant> {
+        let writer = &mut self.instances[self.writer];
+        writer.crash().context("crashing the writer")?;
+        std::thread::sleep(down_for);
+        writer.restart().context("starting the writer again")?;
+        Ok(Instant::now())
+    }
+
+    /// Whether a reader is left to fail over to ([`failover`](Self::failover) leaves the old
+    /// writer read-only, not streaming: it cannot be promoted again).
+    pub fn can_fail_over(&self) -> bool {
+        self.instances.len() == 2 && self.writer == 0
+    }
+
+    /// SIGTERM to the frontend (a deployment replacing it), then the same frontend again on the
+    /// same port once it has exited. Returns how long it took to exit.
+    pub fn replace_frontend(&mut self) -> Result<Duration> {
+        let signalled = Instant::now();
+        self.frontend.sigterm()?;
+        let status = self.frontend.wait_exit(Duration::from_secs(40))?;
+        let exited = signalled.elapsed();
+        anyhow::ensure!(
+            status.success(),
+            "the frontend exited with {status}:\n{}",
+            self.frontend.logs()
+        );
+        let old_logs = self.frontend.logs();
+        self.frontend = self.frontend_command.spawn()?;
+        self.earlier_logs.push_str(&old_logs);
+        Ok(exited)
+    }
+
+    /// Everything the frontends (this one and those it replaced) have logged.
+    pub fn frontend_logs(&self) -> String {
+        format!("{}{}", self.earlier_logs, self.frontend.logs())
     }
 
     /// A visit stored by another instance of the frontend (straight on the writer), then

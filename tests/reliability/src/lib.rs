@@ -4,6 +4,7 @@
 //! The suites themselves are in `tests/reliability/`; the README fragment says how to run them.
 
 pub mod aurora;
+pub mod faults;
 pub mod load;
 pub mod raw;
 pub mod stack;
@@ -99,22 +100,30 @@ pub fn assert_only_200_or_503_problem(report: &Report, index: usize) {
 /// Every request of target `index` that started at or after `from` was answered 200, and some
 /// did (the load lasted long enough to show it). Panics naming the first others, with `context`.
 pub fn assert_only_200_from(report: &Report, index: usize, from: Instant, context: &str) {
+    if let Err(error) = only_200_from(report, index, from) {
+        panic!("{error}\n{context}");
+    }
+}
+
+/// [`assert_only_200_from`], as a result.
+pub fn only_200_from(report: &Report, index: usize, from: Instant) -> anyhow::Result<()> {
     let failed: Vec<&Record> = report
         .of(index)
         .filter(|record| record.start >= from && record.status() != Some(200))
         .collect();
-    assert!(
+    anyhow::ensure!(
         failed.is_empty(),
-        "{} requests failed from +{:?} on, e.g. {:?}\n{context}",
+        "{} requests failed from +{:?} on, e.g. {:?}",
         failed.len(),
         from.saturating_duration_since(report.started),
         &failed[..failed.len().min(5)]
     );
-    assert!(
+    anyhow::ensure!(
         report.of(index).any(|record| record.start >= from),
         "the load ended before +{:?}: nothing shows what came after",
         from.saturating_duration_since(report.started)
     );
+    Ok(())
 }
 
 /// The events of a service's JSON log lines whose `message` is `message`.

@@ -1115,7 +1115,7 @@ impl Twin {
             out.push_str(&format!(
                 "---- {} ----\n{}\n",
                 process.name,
-                tail(&process.logs(), 40)
+                harness::last_lines(&process.logs(), 40)
             ));
         }
         out
@@ -1244,11 +1244,6 @@ fn write_resolv_conf(topology: &Topology, node: &str) -> Result<()> {
 
 fn bridge_name(subnet: &str) -> String {
     format!("br-{subnet}")
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 fn hex_token() -> String {

@@ -144,7 +144,7 @@ fn a_failover_under_load_recovers_within_10_s_of_the_endpoint_moving() {
             &report,
             target,
             moved + Duration::from_secs(10),
-            &tail(&cluster.frontend.logs(), 30),
+            &harness::last_lines(&cluster.frontend.logs(), 30),
         );
     }
     let accounting = report.account(0, &cluster.user_agents().expect("visits read on the new writer"));
@@ -268,9 +268,4 @@ fn a_reboot_under_load_recovers_within_3_s_of_the_instance_accepting_again() {
     );
     let accounting = report.account(0, &cluster.user_agents().expect("visits read"));
     assert!(accounting.is_exact(), "across the reboot: {accounting}");
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }

@@ -9,6 +9,7 @@ mod accounting;
 mod aurora;
 mod db_outage;
 mod exactly_once;
+mod faults;
 mod hostile_input;
 mod private_service;
 mod rotation;
