@@ -217,6 +217,8 @@ fn write_chain(
     }
     for group in &host.groups {
         let rules = match direction {
+            // The connector's ENIs carry App Runner's outgoing traffic only.
+            Direction::Ingress if host.kind == HostKind::AppRunner => continue,
             Direction::Ingress => &topology.groups[group].ingress,
             Direction::Egress => &topology.groups[group].egress,
         };

@@ -20,7 +20,7 @@ use serde_norway::Value;
 use crate::topology::{
     CloudMap, Database, EXPRESS_LB_SG, EXPRESS_SERVICE_SG, EXPRESS_SOURCE, EgressType, Env, Host, HostKind,
     LISTENER_PORT, NatStrategy, Peer, Platform, Protocol, Rule, Scheme, SecurityGroup, Subnet, SubnetKind,
-    Topology, Vpc, public_ipv4_for,
+    Topology, VPC_DEFAULT_SG, VPC_DEFAULT_SOURCE, Vpc, public_ipv4_for,
 };
 
 /// The name the twin's Aurora cluster endpoint has (a cluster-endpoint-style name).
@@ -239,9 +239,9 @@ impl<'a> Program<'a> {
         let vpc = self.vpc()?;
         let nat = self.nat()?;
         let mut groups = self.security_groups()?;
-        let frontend = self.frontend()?;
-        let (db_groups, database) = self.database()?;
-        let (task_groups, task_subnets, desired_count) = self.ecs_service()?;
+        let mut frontend = self.frontend()?;
+        let (mut db_groups, database) = self.database()?;
+        let (mut task_groups, task_subnets, desired_count) = self.ecs_service()?;
         let cloud_map = self.cloud_map()?;
         for (owner, list) in [
             (frontend.owner, &frontend.groups),
@@ -253,6 +253,25 @@ impl<'a> Program<'a> {
                     bail!("{owner} names security group {group}, which the program does not declare");
                 }
             }
+        }
+        // An ENI created without a group list carries the VPC's default group, which admits only
+        // its own members (Express Mode makes a group of its own instead).
+        let mut lists = vec![&mut db_groups, &mut task_groups];
+        if let Platform::AppRunner { .. } = frontend.platform {
+            lists.push(&mut frontend.groups);
+        }
+        let mut default_used = false;
+        for list in lists.into_iter().filter(|list| list.is_empty()) {
+            list.push(VPC_DEFAULT_SG.to_owned());
+            default_used = true;
+        }
+        if default_used {
+            if groups.contains_key(VPC_DEFAULT_SG) {
+                bail!(
+                    "the program declares a security group named {VPC_DEFAULT_SG}, the name the twin gives the VPC's default group"
+                );
+            }
+            groups.insert(VPC_DEFAULT_SG.to_owned(), vpc_default_group());
         }
         if let Platform::Express { .. } = frontend.platform {
             for group in express_groups(frontend.port) {
@@ -864,6 +883,33 @@ struct FrontendSpec {
 /// gives is inferred, as the program's comment on `frontend-sg` says (Express Mode's managed
 /// policy may change rules only on groups tagged AmazonECSManaged, so it cannot open the
 /// program's group to its load balancer, yet the load balancer reaches the tasks).
+/// The VPC's default security group ([`VPC_DEFAULT_SOURCE`]): all traffic from its own members
+/// in, all traffic out.
+fn vpc_default_group() -> SecurityGroup {
+    let rule = |name: &str, description: &str, peer| Rule {
+        name: name.to_owned(),
+        description: format!("{description} (implicit: {VPC_DEFAULT_SOURCE})"),
+        protocol: Protocol::All,
+        ports: None,
+        peer,
+    };
+    SecurityGroup {
+        name: VPC_DEFAULT_SG.to_owned(),
+        description: "the VPC's default security group".to_owned(),
+        made_by: Some("the VPC"),
+        ingress: vec![rule(
+            "vpc-default-from-members",
+            "all traffic from the group's own members",
+            Peer::Group(VPC_DEFAULT_SG.to_owned()),
+        )],
+        egress: vec![rule(
+            "vpc-default-all-out",
+            "all traffic to anywhere",
+            Peer::Cidr(Ipv4Net::default()),
+        )],
+    }
+}
+
 fn express_groups(port: u16) -> [SecurityGroup; 2] {
     let made_by = Some("ECS Express Mode");
     let rule = |name: &str, description: &str, protocol, ports, peer| Rule {

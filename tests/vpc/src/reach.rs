@@ -12,6 +12,9 @@ use crate::topology::{
 /// The AWS exception for the VPC resolver, named once (also used by the nftables compiler).
 pub const RESOLVER_EXCEPTION: &str =
     "AWS exception: DNS to the Route 53 Resolver (VPC base+2) is not filtered by security groups";
+/// Why nothing in the VPC reaches the App Runner service through its connector's ENIs.
+pub const CONNECTOR_IS_OUTBOUND: &str = "App Runner VPC connector: outgoing traffic only (its security groups' ingress rules \
+     open nothing); the service is reached through its public endpoint";
 /// The AWS exception for link-local metadata endpoints.
 pub const METADATA_EXCEPTION: &str =
     "AWS exception: link-local metadata (169.254.169.254, 169.254.170.2) is not filtered by security groups";
@@ -180,6 +183,7 @@ fn decide(topology: &Topology, source: &Host, target: &Host, port: u16) -> Resul
             Ok(format!("{egress}; {route}"))
         }
         (_, Resolver) if port == 53 => Ok(RESOLVER_EXCEPTION.into()),
+        (_, AppRunner) => Err(CONNECTOR_IS_OUTBOUND.into()),
         _ => {
             let egress = egress_rule(topology, source, target, port)?;
             let ingress = ingress_rule(topology, source, target, port)?;

@@ -6,7 +6,9 @@ use crate::Topology;
 use crate::firewall::{self, Members};
 use crate::program;
 use crate::reach::{self, Verdict};
-use crate::topology::{EgressType, Env, HostKind, NatStrategy, Platform, PublicEntry, Scheme};
+use crate::topology::{
+    EgressType, Env, HostKind, NatStrategy, Platform, PublicEntry, Scheme, VPC_DEFAULT_SG,
+};
 
 fn program_text() -> String {
     std::fs::read_to_string(program::program_path()).expect("reading the Pulumi program")
@@ -161,7 +163,7 @@ fn the_matrix_of_the_real_program() {
             "apprunner",
             8080,
             Verdict::Blocked,
-            "egress of private-service-sg",
+            "App Runner VPC connector: outgoing traffic only",
         ),
         (
             "task-1",
@@ -211,6 +213,78 @@ fn mutations_change_exactly_the_paths_they_should() {
         program::from_yaml(&program::with_config_default(&text, "natStrategy", "OnePerAz").unwrap()).unwrap();
     let (_, because) = verdict(&per_az, "task-2", "internet", 443);
     assert!(because.contains("nat-2"), "{because}");
+}
+
+/// In AWS an ENI created without a group list carries the VPC's default group, which admits
+/// only its own members (issue 21); the twin used to leave such a host unfiltered.
+#[test]
+fn a_resource_given_no_security_group_carries_the_vpcs_default_group() {
+    let text = program_text();
+    let no_db_groups = text.replace("      vpcSecurityGroupIds:\n        - ${db-sg.id}\n", "");
+    assert_ne!(no_db_groups, text, "the mutation applies");
+    let topology = program::from_yaml(&no_db_groups).unwrap();
+    assert_eq!(topology.host("aurora").groups, [VPC_DEFAULT_SG]);
+    // connector-https-out allows tcp/443 to anywhere; aurora's default group admits only members.
+    let (got, because) = verdict(&topology, "apprunner", "aurora", 443);
+    assert_eq!(got, Verdict::Blocked, "{because}");
+    assert!(because.contains(VPC_DEFAULT_SG), "{because}");
+    let members = Members::new();
+    let ruleset = firewall::security_groups(&topology, topology.host("aurora"), &members);
+    assert!(ruleset.contains("vpc-default-from-members"), "{ruleset}");
+
+    // The tasks without a group list too: now members of the same default group, they reach it.
+    let both = no_db_groups.replace(
+        "        securityGroups:\n          - ${private-service-sg.id}\n",
+        "",
+    );
+    assert_ne!(both, no_db_groups, "the mutation applies");
+    let topology = program::from_yaml(&both).unwrap();
+    let (got, because) = verdict(&topology, "task-1", "aurora", 5432);
+    assert_eq!(got, Verdict::Open, "{because}");
+    assert!(
+        because.contains("vpc-default-all-out") && because.contains("vpc-default-from-members"),
+        "{because}"
+    );
+}
+
+/// A VPC connector carries App Runner's outgoing traffic only: ingress rules on its group open
+/// nothing to the service (issue 21); the twin used to let them.
+#[test]
+fn ingress_rules_on_the_connectors_group_open_nothing_to_app_runner() {
+    let text = program_text();
+    let opened = text.replace(
+        "  private-service-https-out:\n",
+        "  connector-from-tasks:
+    type: aws:vpc:SecurityGroupIngressRule
+    properties:
+      securityGroupId: ${connector-sg.id}
+      ipProtocol: tcp
+      fromPort: 8080
+      toPort: 8080
+      referencedSecurityGroupId: ${private-service-sg.id}
+  tasks-to-connector:
+    type: aws:vpc:SecurityGroupEgressRule
+    properties:
+      securityGroupId: ${private-service-sg.id}
+      ipProtocol: tcp
+      fromPort: 8080
+      toPort: 8080
+      referencedSecurityGroupId: ${connector-sg.id}
+  private-service-https-out:\n",
+    );
+    assert_ne!(opened, text, "the mutation applies");
+    let topology = program::from_yaml(&opened).unwrap();
+    let (got, because) = verdict(&topology, "task-1", "apprunner", 8080);
+    assert_eq!(got, Verdict::Blocked, "{because}");
+    assert_eq!(because, reach::CONNECTOR_IS_OUTBOUND);
+    let members = Members::new();
+    let ruleset = firewall::security_groups(&topology, topology.host("apprunner"), &members);
+    assert!(!ruleset.contains("connector-from-tasks"), "{ruleset}");
+    assert!(
+        firewall::security_groups(&topology, topology.host("task-1"), &members)
+            .contains("tasks-to-connector"),
+        "the tasks' egress rule is compiled (it is the connector that refuses)"
+    );
 }
 
 #[test]

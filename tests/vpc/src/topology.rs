@@ -25,6 +25,13 @@ pub const LISTENER_PORT: u16 = 443;
 /// Where AWS documents what ECS Express Mode creates that a program does not declare.
 pub const EXPRESS_SOURCE: &str = "ECS developer guide, \"Resources created by Amazon ECS Express Mode services\" \
      (express-service-work.html), \"Network configuration defaults\" and \"Application Load Balancer defaults\"";
+/// The VPC's default security group, which AWS puts on an ENI created without a group list
+/// (implicit: not a resource of the program).
+pub const VPC_DEFAULT_SG: &str = "vpc-default-sg";
+/// Where AWS says so.
+pub const VPC_DEFAULT_SOURCE: &str = "VPC user guide, \"Default security groups for your VPCs\"; App Runner \
+     CreateVpcConnector (SecurityGroups: \"If not specified, App Runner uses the default security group of the Amazon VPC\"); \
+     RDS CreateDBCluster (VpcSecurityGroupIds); ECS AwsVpcConfiguration (securityGroups)";
 /// Express Mode's security group on its load balancer (implicit: not a resource of the program).
 pub const EXPRESS_LB_SG: &str = "express-lb-sg";
 /// Express Mode's security group on the service's tasks (implicit: not a resource of the program).
