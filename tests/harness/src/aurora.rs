@@ -374,22 +374,29 @@ enum Direction {
 }
 
 /// Copies `from` to `to` until EOF (then half-closes `to`) or an error (then closes both),
-/// holding what it read while the link is frozen, and putting a FATAL in place of an answer
-/// to a commit when asked to.
+/// holding what it read while the link is frozen, and meeting the answer to a commit with a
+/// fault when asked to.
 fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared, direction: Direction) {
     let mut buffer = [0_u8; 16 * 1024];
+    // Server bytes kept back while a fault waits for a commit: the end of a statement whose
+    // ReadyForQuery (which says whether it committed) has not arrived yet.
+    let mut held = Vec::new();
     loop {
         match from.read(&mut buffer) {
             Ok(0) => {
+                let _ = to.write_all(&held);
                 let _ = to.shutdown(Shutdown::Write);
                 return;
             }
             Ok(read) => {
-                let fatal = {
+                held.extend_from_slice(&buffer[..read]);
+                let (answer, fatal) = {
                     let mut state = shared.lock();
-                    let fault = state
-                        .after_commit
-                        .filter(|_| direction == Direction::ToClient && answers_a_commit(&buffer[..read]));
+                    let answer = match state.after_commit {
+                        Some(_) if direction == Direction::ToClient => Answer::of(&held),
+                        _ => Answer::Other,
+                    };
+                    let fault = state.after_commit.filter(|_| answer == Answer::Commit);
                     if fault.is_some() {
                         state.after_commit = None;
                         state.commit_faults += 1;
@@ -401,17 +408,21 @@ fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared, direction: Dire
                         state = shared.thawed.wait(state).unwrap_or_else(PoisonError::into_inner);
                     }
                     match fault {
-                        Some(AfterCommit::Fatal(sqlstate)) => Some(sqlstate),
-                        _ => None,
+                        Some(AfterCommit::Fatal(sqlstate)) => (answer, Some(sqlstate)),
+                        _ => (answer, None),
                     }
                 };
                 if let Some(sqlstate) = fatal {
                     let _ = to.write_all(&fatal_error_response(sqlstate));
                     break;
                 }
-                if to.write_all(&buffer[..read]).is_err() {
+                if answer == Answer::Unfinished {
+                    continue;
+                }
+                if to.write_all(&held).is_err() {
                     break;
                 }
+                held.clear();
             }
             Err(error) if error.kind() == ErrorKind::Interrupted => {}
             Err(_) => break,
@@ -421,20 +432,36 @@ fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared, direction: Dire
     let _ = to.shutdown(Shutdown::Both);
 }
 
-/// Whether a read from the server holds the end of a one-row statement that committed on its
-/// own: CommandComplete `SELECT 1`, then ReadyForQuery outside a transaction (`I`), which
-/// PostgreSQL sends only after the commit.
-fn answers_a_commit(bytes: &[u8]) -> bool {
-    const COMPLETE: &[u8] = b"C\0\0\0\x0dSELECT 1\0";
-    const READY_IDLE: &[u8] = b"Z\0\0\0\x05I";
-    bytes
-        .windows(COMPLETE.len())
-        .position(|window| window == COMPLETE)
-        .is_some_and(|at| {
-            bytes[at..]
-                .windows(READY_IDLE.len())
-                .any(|window| window == READY_IDLE)
-        })
+/// What server bytes are, for a fault waiting for a commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Answer {
+    /// The end of a one-row statement that committed on its own: CommandComplete `SELECT 1`,
+    /// then ReadyForQuery outside a transaction (`I`), which PostgreSQL sends after the commit.
+    Commit,
+    /// CommandComplete `SELECT 1` without its ReadyForQuery yet (with a synchronous standby the
+    /// two often come in separate reads).
+    Unfinished,
+    Other,
+}
+
+impl Answer {
+    fn of(bytes: &[u8]) -> Self {
+        const COMPLETE: &[u8] = b"C\0\0\0\x0dSELECT 1\0";
+        const READY: &[u8] = b"Z\0\0\0\x05";
+        let Some(complete) = find(bytes, COMPLETE) else {
+            return Self::Other;
+        };
+        let after = &bytes[complete..];
+        match find(after, READY).and_then(|ready| after.get(ready + READY.len())) {
+            Some(b'I') => Self::Commit,
+            Some(_) => Self::Other,
+            None => Self::Unfinished,
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|window| window == needle)
 }
 
 /// A PostgreSQL ErrorResponse of severity FATAL with `sqlstate`.
@@ -603,15 +630,16 @@ mod tests {
     #[test]
     fn only_the_answer_to_a_commit_of_one_row_is_a_commit() {
         let select_one = b"2\0\0\0\x04D\0\0\0\x0b\0\x01\0\0\0\x011C\0\0\0\x0dSELECT 1\0Z\0\0\0\x05I";
-        assert!(answers_a_commit(select_one));
+        assert_eq!(Answer::of(select_one), Answer::Commit);
         let in_transaction = b"C\0\0\0\x0dSELECT 1\0Z\0\0\0\x05T";
-        assert!(!answers_a_commit(in_transaction), "not committed yet");
+        assert_eq!(Answer::of(in_transaction), Answer::Other, "not committed yet");
         let split = b"C\0\0\0\x0dSELECT 1\0";
-        assert!(
-            !answers_a_commit(split),
+        assert_eq!(
+            Answer::of(split),
+            Answer::Unfinished,
             "the commit is only known with ReadyForQuery"
         );
         let claim = b"C\0\0\0\x0fINSERT 0 1\0Z\0\0\0\x05I";
-        assert!(!answers_a_commit(claim));
+        assert_eq!(Answer::of(claim), Answer::Other);
     }
 }
