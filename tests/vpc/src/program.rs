@@ -470,7 +470,21 @@ impl<'a> Program<'a> {
             }
         };
         let subnets = awsx_layout(cidr, azs, &specs)?;
-        Ok(Vpc { cidr, azs, subnets })
+        let flag = |key: &str, default: bool| -> Result<bool> {
+            match self.property(vpc, &[key]) {
+                None => Ok(default),
+                Some(Value::Bool(value)) => Ok(*value),
+                Some(other) => bail!("{name}: {key} is {other:?}, not true or false"),
+            }
+        };
+        Ok(Vpc {
+            cidr,
+            azs,
+            subnets,
+            // awsx passes both to aws.ec2.Vpc, whose defaults are EC2's.
+            dns_support: flag("enableDnsSupport", true)?,
+            dns_hostnames: flag("enableDnsHostnames", false)?,
+        })
     }
 
     fn nat(&self) -> Result<NatStrategy> {

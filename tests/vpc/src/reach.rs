@@ -182,6 +182,9 @@ fn decide(topology: &Topology, source: &Host, target: &Host, port: u16) -> Resul
             };
             Ok(format!("{egress}; {route}"))
         }
+        (_, Resolver) if port == 53 && !topology.vpc.dns_support => {
+            Err("the VPC's enableDnsSupport is off: the Route 53 Resolver does not answer".into())
+        }
         (_, Resolver) if port == 53 => Ok(RESOLVER_EXCEPTION.into()),
         (_, AppRunner) => Err(CONNECTOR_IS_OUTBOUND.into()),
         _ => {

@@ -287,6 +287,26 @@ fn ingress_rules_on_the_connectors_group_open_nothing_to_app_runner() {
     );
 }
 
+/// The VPC's DNS settings as EC2 reads them: support on and hostnames off unless the program
+/// says otherwise; the Cloud Map zone needs both, and without support nothing answers at +2.
+#[test]
+fn the_vpcs_dns_settings_decide_what_resolves() {
+    let text = program_text();
+    assert!(real().vpc.private_zones_resolve());
+    let unset = text.replace(
+        "      enableDnsSupport: true\n      enableDnsHostnames: true\n",
+        "",
+    );
+    assert_ne!(unset, text, "the mutation applies");
+    let topology = program::from_yaml(&unset).unwrap();
+    assert!(topology.vpc.dns_support && !topology.vpc.private_zones_resolve());
+    let off = text.replace("enableDnsSupport: true", "enableDnsSupport: false");
+    let topology = program::from_yaml(&off).unwrap();
+    let (got, because) = verdict(&topology, "apprunner", "resolver", 53);
+    assert_eq!(got, Verdict::Blocked, "{because}");
+    assert!(because.contains("enableDnsSupport"), "{because}");
+}
+
 #[test]
 fn what_the_twin_cannot_model_is_an_error_naming_the_resource() {
     let text = program_text();

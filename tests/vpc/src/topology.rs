@@ -65,9 +65,20 @@ pub struct Vpc {
     pub cidr: Ipv4Net,
     pub azs: usize,
     pub subnets: Vec<Subnet>,
+    /// `enableDnsSupport`: the Route 53 Resolver answers at base + 2 (EC2's default: true).
+    pub dns_support: bool,
+    /// `enableDnsHostnames` (EC2's default: false). Private hosted zones — the Cloud Map
+    /// namespace — resolve only with both on ("Considerations when working with a private
+    /// hosted zone", Route 53 developer guide).
+    pub dns_hostnames: bool,
 }
 
 impl Vpc {
+    /// Whether the Cloud Map namespace's names resolve in the VPC.
+    pub fn private_zones_resolve(&self) -> bool {
+        self.dns_support && self.dns_hostnames
+    }
+
     /// The Route 53 Resolver ("AmazonProvidedDNS"): the VPC CIDR's base + 2.
     pub fn resolver(&self) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.cidr.network()) + 2)

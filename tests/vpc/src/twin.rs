@@ -477,13 +477,22 @@ impl Twin {
             ),
         )?;
         self.write_cloud_map()?;
+        // enableDnsSupport off: nothing answers at base + 2. enableDnsHostnames off: the
+        // resolver answers, but not for the private zone (the Cloud Map namespace).
+        if !topology.vpc.dns_support {
+            return Ok(());
+        }
+        let mut hosts = vec![self.hosts_file()];
+        if topology.vpc.private_zones_resolve() {
+            hosts.push(self.cloud_map_file());
+        }
         let resolver = topology.host("resolver");
         self.resolver = Some(Resolver::start(
             &resolver.namespace(),
             resolver.address,
             self.dir.path(),
             topology.cloud_map.ttl,
-            vec![self.hosts_file(), self.cloud_map_file()],
+            hosts,
             &self.endpoint_records(&instances[0], &instances[1]),
         )?);
         Ok(())
@@ -504,9 +513,11 @@ impl Twin {
     }
 
     fn resolver(&mut self) -> Result<&mut Resolver> {
-        self.resolver
-            .as_mut()
-            .ok_or_else(|| anyhow!("the resolver is not running"))
+        self.resolver.as_mut().ok_or_else(|| {
+            anyhow!(
+                "the resolver is not running (the VPC's enableDnsSupport is off, or the twin is stopping)"
+            )
+        })
     }
 
     /// Registers task `number`'s address under the Cloud Map name (as ECS does when it starts).
@@ -523,7 +534,11 @@ impl Twin {
 
     fn reload_cloud_map(&mut self) -> Result<()> {
         self.write_cloud_map()?;
-        self.resolver()?.reload_hosts()
+        match &mut self.resolver {
+            Some(resolver) => resolver.reload_hosts(),
+            // enableDnsSupport off: no resolver to tell.
+            None => Ok(()),
+        }
     }
 
     // ------------------------------------------------------------------ Secrets Manager

@@ -398,6 +398,29 @@ fn without_the_database_ingress_rule_a_visit_is_a_503_problem_within_its_bound(p
 
 on_both_programs!(without_the_database_ingress_rule_a_visit_is_a_503_problem_within_its_bound);
 
+/// Private hosted zones resolve only with enableDnsHostnames on as well as enableDnsSupport, and
+/// EC2's default for the first is off: without it the Cloud Map name does not resolve and the
+/// relay is a 502 problem, while the database (an RDS name, public DNS) is still reached.
+#[test]
+fn without_dns_hostnames_the_cloud_map_name_does_not_resolve() {
+    let _serial = serial();
+    let twin = start_checked(mutated(APP_RUNNER, |text| {
+        let changed = text.replace("enableDnsHostnames: true", "enableDnsHostnames: false");
+        anyhow::ensure!(changed != text, "the program sets enableDnsHostnames");
+        Ok(changed)
+    }));
+    let (private, took) = timed_get(&twin, "/ecs-private-service");
+    println!(
+        "GET /ecs-private-service without enableDnsHostnames: {} in {took:?}: {}",
+        private.status, private.body
+    );
+    assert_eq!(private.status, 502, "{private:?}");
+    assert!(private.is_problem(), "{private:?}");
+    let visit = twin.get("/").unwrap();
+    assert_eq!(visit.status, 200, "the database is still reached: {visit:?}");
+    stop_twin(twin);
+}
+
 #[test]
 fn without_the_private_service_ingress_rule_the_relay_is_a_502_or_504_problem() {
     let _serial = serial();
