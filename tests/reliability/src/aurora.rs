@@ -86,6 +86,8 @@ impl Cluster {
         let new = 1 - old;
         anyhow::ensure!(self.instances.len() == 2, "a failover needs a reader");
         let started = Instant::now();
+        // Shared storage: the reader has whatever the writer committed.
+        self.instances[old].wait_until_replayed_on(&self.instances[new], Duration::from_secs(15))?;
         self.instances[old].stop().context("stopping the writer")?;
         let stopped = started.elapsed();
         self.instances[new].promote()?;

@@ -149,6 +149,11 @@ impl Aurora {
     /// [`restore`](Self::restore).
     pub fn failover(&mut self, move_record: impl FnOnce(&str) -> Result<()>) -> Result<()> {
         let (old, new) = (self.writer, 1 - self.writer);
+        // A vanished writer streams nothing; what it holds alone was never acknowledged (its
+        // commits wait for the reader, and a wait that ends without one needs a live session).
+        if self.vanished.is_none() {
+            self.wait_until_reader_replayed_writer()?;
+        }
         self.pg_ctl(self.instances[old].local_port, &["-m", "fast", "stop"])?;
         self.pg_ctl(self.instances[new].local_port, &["promote"])?;
         self.writer = new;
@@ -156,6 +161,33 @@ impl Aurora {
         let data = self.data_dir(self.instances[old].local_port);
         std::fs::remove_dir_all(&data).with_context(|| format!("removing {}", data.display()))?;
         self.start_reader_of(self.instances[old].local_port, self.instances[new].local_port)
+    }
+
+    /// Aurora's instances share one volume: the reader has every commit the writer made
+    /// visible. Streaming replication can lag behind that (a reader reconnecting after the
+    /// writer restarted, a commit whose wait for the reader was cancelled), so a failover first
+    /// waits for the reader to replay everything the writer wrote.
+    fn wait_until_reader_replayed_writer(&self) -> Result<()> {
+        let (writer, reader) = (
+            self.instances[self.writer].local_port,
+            self.instances[1 - self.writer].local_port,
+        );
+        let written: String = self.admin_on(writer, "postgres", |client| {
+            Ok(client.query_one("SELECT pg_current_wal_lsn()::text", &[])?.get(0))
+        })?;
+        ns::wait_for(
+            "the reader replaying the writer's WAL",
+            Duration::from_secs(15),
+            || {
+                let replayed = self.admin_on(reader, "postgres", |client| {
+                    let row = client
+                        .query_one("SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn", &[&written])?;
+                    Ok(row.get::<_, Option<bool>>(0))
+                })?;
+                Ok(replayed.filter(|caught_up| *caught_up))
+            },
+        )?;
+        Ok(())
     }
 
     /// A reboot of the writer: every session ends, connections fail while it starts.

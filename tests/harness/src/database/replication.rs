@@ -37,6 +37,8 @@ impl Postgres {
             extra_settings: vec![
                 "hot_standby = on".to_owned(),
                 format!("primary_conninfo = {}", quote_literal(&primary_conninfo)),
+                // After the primary restarts, reconnect within a moment rather than 5 s.
+                "wal_retrieve_retry_interval = 200ms".to_owned(),
             ],
         };
         standby.give_to_postgres_user(standby.dir.path())?;
@@ -109,6 +111,37 @@ impl Postgres {
             );
         }
         Ok(standby)
+    }
+
+    /// Waits until `standby` has replayed everything this primary has written. Aurora's instances
+    /// share one volume, so a reader has every commit the writer made visible; streaming
+    /// replication can lag behind that: while the standby reconnects after the primary crashed,
+    /// and for a commit whose wait for the standby was cancelled (a terminated session: "the
+    /// transaction has already committed locally, but might not have been replicated"). A
+    /// failover of the model must wait for this, or it loses what Aurora cannot.
+    pub fn wait_until_replayed_on(&self, standby: &Postgres, within: std::time::Duration) -> Result<()> {
+        let written: String = self.with_admin_client("postgres", |client| {
+            Ok(client.query_one("SELECT pg_current_wal_lsn()::text", &[])?.get(0))
+        })?;
+        let replayed = poll_until(within, std::time::Duration::from_millis(50), || {
+            standby
+                .with_admin_client("postgres", |client| {
+                    let row = client
+                        .query_one("SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn", &[&written])?;
+                    Ok(row.get::<_, Option<bool>>(0))
+                })
+                .ok()
+                .flatten()
+                .filter(|caught_up| *caught_up)
+        });
+        if replayed.is_none() {
+            bail!(
+                "the standby on port {} did not replay the primary's WAL up to {written} within {within:?}; its log:\n{}",
+                standby.port,
+                standby.log()
+            );
+        }
+        Ok(())
     }
 
     /// Promotes a standby to a primary that accepts writes, waiting until it does.
