@@ -2,8 +2,10 @@
 -- older than `keep`, and no statement may store or claim an id older than `send_within` (the
 -- statements check it themselves, src/db/connection.rs): a statement the network or a stalled
 -- server delivers minutes late must not find its id pruned and store the batch a second time.
--- `keep` must exceed `send_within` by far more than any statement can run (`statement_timeout`).
--- One row, shared by every instance, so instances cannot disagree; change it with UPDATE.
+-- `keep` must exceed `send_within` by more than a statement can wait between its check and its
+-- insert (`statement_timeout`, which the frontend caps at 60 s). One row, shared by every instance,
+-- so instances cannot disagree; change it with UPDATE, lowering `send_within` first and `keep` only
+-- after the longest statement timeout has passed.
 CREATE TABLE IF NOT EXISTS visit_batch_retention (
     one_row     boolean PRIMARY KEY DEFAULT true CHECK (one_row),
     keep        interval NOT NULL DEFAULT '10 minutes',

@@ -116,8 +116,10 @@ pub struct DatabaseArgs {
     #[arg(long, env = "DB_TCP_USER_TIMEOUT", default_value = "10s", value_parser = parse_tcp_user_timeout)]
     pub db_tcp_user_timeout: Duration,
 
-    /// Server-side limit on each statement (PostgreSQL `statement_timeout`).
-    #[arg(long, env = "DB_STATEMENT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    /// Server-side limit on each statement (PostgreSQL `statement_timeout`), from 1ms to 60s: a
+    /// statement must end well within the gap between how long visit batch ids are kept and how
+    /// long they may be sent (table visit_batch_retention, 10 and 5 minutes).
+    #[arg(long, env = "DB_STATEMENT_TIMEOUT", default_value = "5s", value_parser = parse_statement_timeout)]
     pub db_statement_timeout: Duration,
 
     /// Idle pooled connections are closed after this, so Aurora can pause when traffic stops.
@@ -160,6 +162,15 @@ fn parse_tcp_user_timeout(text: &str) -> Result<Duration, String> {
     let timeout = humantime::parse_duration(text).map_err(|error| error.to_string())?;
     if timeout < Duration::from_secs(2) {
         return Err("must be at least 2s".to_owned());
+    }
+    Ok(timeout)
+}
+
+/// 0 would mean no limit at all in PostgreSQL.
+fn parse_statement_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = humantime::parse_duration(text).map_err(|error| error.to_string())?;
+    if timeout < Duration::from_millis(1) || timeout > Duration::from_secs(60) {
+        return Err("must be from 1ms to 60s".to_owned());
     }
     Ok(timeout)
 }
@@ -455,6 +466,14 @@ mod tests {
         let error = settings(&["--db-acquire-timeout", "30s"]).expect_err("30 s > the 20 s default");
         assert!(error.to_string().contains("DB_ACQUIRE_TIMEOUT"), "{error}");
         assert!(settings(&["--db-acquire-timeout", "20s"]).is_ok());
+    }
+
+    #[test]
+    fn a_statement_timeout_of_none_or_minutes_is_refused() {
+        for (value, refused) in [("0s", true), ("61s", true), ("1ms", false), ("60s", false)] {
+            let parsed = Config::try_parse_from(["frontend", "--db-statement-timeout", value]);
+            assert_eq!(parsed.is_err(), refused, "{value}");
+        }
     }
 
     #[test]

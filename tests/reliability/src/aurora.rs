@@ -121,18 +121,22 @@ impl Cluster {
     /// A reboot of the writer (a minor-version upgrade, `aws rds reboot-db-instance`): every
     /// session ends, connections are refused while it starts. Returns when it accepts again.
     pub fn reboot(&mut self, down_for: Duration) -> Result<Instant> {
-        let writer = &mut self.instances[self.writer];
-        writer.stop().context("stopping the writer")?;
-        std::thread::sleep(down_for);
-        writer.restart().context("starting the writer again")?;
-        Ok(Instant::now())
+        self.writer_down_and_up(Postgres::stop, down_for)
     }
 
     /// The writer crashes (`-m immediate`: sessions cut mid-statement, no checkpoint), stays down
     /// for `down_for`, and recovers from its WAL. Returns when it accepts again.
     pub fn crash(&mut self, down_for: Duration) -> Result<Instant> {
+        self.writer_down_and_up(Postgres::crash, down_for)
+    }
+
+    fn writer_down_and_up(
+        &mut self,
+        stop: fn(&mut Postgres) -> Result<()>,
+        down_for: Duration,
+    ) -> Result<Instant> {
         let writer = &mut self.instances[self.writer];
-        writer.crash().context("crashing the writer")?;
+        stop(writer).context("stopping the writer")?;
         std::thread::sleep(down_for);
         writer.restart().context("starting the writer again")?;
         Ok(Instant::now())

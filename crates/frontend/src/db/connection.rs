@@ -46,9 +46,10 @@ pub struct Connection {
 /// waits for a first attempt still in progress). Answers the number of visits inserted (all of
 /// them, or none if the batch was already stored) and whether the id was still young enough to
 /// be sent (`visit_batch_retention.send_within`, by the database's clock): if not, nothing was
-/// inserted, because the id may already have been pruned.
+/// inserted, because the id may already have been pruned. The age is taken when the statement
+/// runs (`clock_timestamp()`, after any wait for a lock), not when it arrived (`now()`).
 pub const INSERT_VISITS: &str = "WITH sendable AS (\
-     SELECT visit_batch_id_floor(now() - send_within) <= $1 AS yes FROM visit_batch_retention), \
+     SELECT visit_batch_id_floor(clock_timestamp() - send_within) <= $1 AS yes FROM visit_batch_retention), \
      batch AS (\
      INSERT INTO visit_batch (id) SELECT $1 FROM sendable WHERE yes \
      ON CONFLICT (id) DO NOTHING RETURNING id), \

@@ -61,11 +61,16 @@ fn is_read_only(error: &postgres::Error) -> bool {
 /// restart, a terminated backend, a failed WAL flush) or the socket is gone. A statement sent on
 /// it may have committed before the end.
 fn connection_was_lost(error: &postgres::Error) -> bool {
-    use postgres::error::Severity;
-    let ended_by_server = error
-        .as_db_error()
-        .and_then(postgres::error::DbError::parsed_severity)
-        .is_some_and(|severity| matches!(severity, Severity::Fatal | Severity::Panic));
+    use postgres::error::{Severity, SqlState};
+    // The non-localised severity (`V`), else the localised one (`S`): a proxy may send only that.
+    let fatal = |db: &postgres::error::DbError| match db.parsed_severity() {
+        Some(severity) => matches!(severity, Severity::Fatal | Severity::Panic),
+        None => matches!(db.severity(), "FATAL" | "PANIC"),
+    };
+    let ended_by_server = error.as_db_error().is_some_and(fatal)
+        || error
+            .code()
+            .is_some_and(|code| *code == SqlState::ADMIN_SHUTDOWN || *code == SqlState::CRASH_SHUTDOWN);
     let socket_gone = std::error::Error::source(error).is_some_and(|cause| cause.is::<std::io::Error>());
     ended_by_server || error.is_closed() || socket_gone
 }

@@ -309,7 +309,7 @@ fn resolve_in_background(
 /// been pruned, and then a claim would call a stored batch "never stored".
 const CLAIM_BATCH: &str = "INSERT INTO visit_batch (id, stored) \
      SELECT $1, false FROM visit_batch_retention \
-     WHERE visit_batch_id_floor(now() - send_within) <= $1 \
+     WHERE visit_batch_id_floor(clock_timestamp() - send_within) <= $1 \
      ON CONFLICT (id) DO UPDATE SET stored = visit_batch.stored RETURNING stored";
 
 /// Deletes the batch ids older than `keep`, by the database's clock (see `visit_batch_retention`).

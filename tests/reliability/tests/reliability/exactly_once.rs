@@ -73,7 +73,8 @@ fn a_batch_held_past_its_ids_retention_is_never_stored_twice() {
     writer
         .with_admin_client(&cluster.db, |client| {
             Ok(client.execute(
-                "UPDATE visit_batch_retention SET keep = '2 s', send_within = '1 s'",
+                // keep − send_within above the frontend's 5 s statement timeout, as V4 asks.
+                "UPDATE visit_batch_retention SET keep = '7 s', send_within = '1 s'",
                 &[],
             )?)
         })
