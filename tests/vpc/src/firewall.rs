@@ -207,8 +207,11 @@ fn write_chain(
             "{interface} != \"{ENI}\" accept {}",
             comment("only the ENI carries security groups")
         ),
+        // Not `related`: an ICMP error about an admitted flow (fragmentation needed, unreachable)
+        // passes a security group only if a rule admits ICMP — the EC2 guide's Path MTU Discovery
+        // asks for such an inbound rule — and the programs declare none.
         format!(
-            "ct state established,related accept {}",
+            "ct state established accept {}",
             comment("security groups are stateful")
         ),
     ];

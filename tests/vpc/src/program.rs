@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 use ipnet::Ipv4Net;
 use serde_norway::Value;
 
@@ -548,11 +548,19 @@ impl<'a> Program<'a> {
                         let to = self
                             .integer(rule, &["toPort"])
                             .ok_or_else(|| anyhow!("{name}: no toPort"))?;
+                        // EC2 takes -1 as "all" for ICMP types only (IpPermission.FromPort).
                         if from == -1 || to == -1 {
-                            None
-                        } else {
-                            Some((u16::try_from(from)?, u16::try_from(to)?))
+                            bail!(
+                                "{name}: EC2 refuses it: \"TCP/UDP port (-1) out of range\" \
+                                 (InvalidPermission.Malformed); all ports are fromPort 0, toPort 65535"
+                            );
                         }
+                        let range = (
+                            u16::try_from(from).with_context(|| format!("{name}: fromPort {from}"))?,
+                            u16::try_from(to).with_context(|| format!("{name}: toPort {to}"))?,
+                        );
+                        ensure!(range.0 <= range.1, "{name}: fromPort {from} is above toPort {to}");
+                        Some(range)
                     }
                 };
                 let peer = match (
@@ -872,6 +880,7 @@ impl<'a> Program<'a> {
                 .string(service, &["name"])
                 .ok_or_else(|| anyhow!("{name}: no name"))?,
             ttl: u32::try_from(ttl)?,
+            negative_ttl: crate::topology::CLOUD_MAP_SOA_TTL,
         })
     }
 }

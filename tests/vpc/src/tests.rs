@@ -318,6 +318,25 @@ fn what_the_twin_cannot_model_is_an_error_naming_the_resource() {
     assert!(error.contains("Legacy"), "{error}");
 }
 
+/// EC2 takes -1 as "all ports" only for ICMP: a TCP rule from -1 to -1 fails at `pulumi up`
+/// (the twin once read it as all ports).
+#[test]
+fn a_tcp_rule_with_port_minus_one_is_refused_as_ec2_refuses_it() {
+    let text = program_text();
+    let declared =
+        "      fromPort: 8080\n      toPort: 8080\n      referencedSecurityGroupId: ${connector-sg.id}\n";
+    assert!(text.contains(declared));
+    let all_ports = text.replace(declared, &declared.replace("8080", "-1"));
+    let error = program::from_yaml(&all_ports).unwrap_err().to_string();
+    assert!(
+        error.contains("private-service-from-connector") && error.contains("TCP/UDP port (-1) out of range"),
+        "{error}"
+    );
+    let reversed = text.replace(declared, &declared.replacen("8080", "8081", 1));
+    let error = program::from_yaml(&reversed).unwrap_err().to_string();
+    assert!(error.contains("fromPort 8081 is above toPort 8080"), "{error}");
+}
+
 #[test]
 fn security_groups_compile_to_stateful_default_deny_rules_with_aws_exceptions() {
     let topology = real();
@@ -340,7 +359,11 @@ fn security_groups_compile_to_stateful_default_deny_rules_with_aws_exceptions() 
             .contains("ip saddr @sg_connector_sg tcp dport 5432 accept comment \"db-from-connector (db-sg)"),
         "{aurora}"
     );
-    assert!(aurora.contains("ct state established,related accept"), "{aurora}");
+    assert!(aurora.contains("ct state established accept"), "{aurora}");
+    assert!(
+        !aurora.contains("related"),
+        "ICMP errors about an admitted flow pass only an ICMP rule: {aurora}"
+    );
     assert!(
         aurora.contains("ip daddr 10.0.0.2 udp dport 53 accept comment \"AWS exception"),
         "{aurora}"

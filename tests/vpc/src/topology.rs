@@ -265,7 +265,20 @@ pub struct CloudMap {
     pub service: String,
     /// TTL of the service's A records.
     pub ttl: u32,
+    /// How long a resolver keeps "no such name" (the namespace's SOA TTL; Route 53 takes the
+    /// lesser of it and the SOA's minimum, 86400): a name left without tasks stays unknown this
+    /// long after a task registers again.
+    pub negative_ttl: u32,
 }
+
+/// The SOA TTL of a private DNS namespace created without `Properties.DnsProperties.SOA`, the
+/// only way pulumi-aws's `aws:servicediscovery:PrivateDnsNamespace` can create one.
+pub const CLOUD_MAP_SOA_TTL: u32 = 15;
+/// Where that figure comes from.
+pub const CLOUD_MAP_SOA_TTL_SOURCE: &str = "Cloud Map CreatePrivateDnsNamespace, \
+     PrivateDnsPropertiesMutable.SOA (\"the time to live (TTL) for purposes of negative caching\"), \
+     which documents no default; 15 s is what a live namespace created without it answered (a probe \
+     published in go-to-k/cdkd), where older reports saw 900 s";
 
 impl CloudMap {
     /// `privateservice.apprunner.demo`

@@ -7,7 +7,7 @@
 //! | `avt-apprunner` | App Runner's frontend: public endpoint `pub0` (inbound), connector ENI `eni0` (all outbound) |
 //! | `avt-frontend` | Express Mode's frontend task: one ENI in the service's subnet, a public IPv4 via the internet gateway |
 //! | `avt-alb` | a node of Express Mode's load balancer: the listener (nftables DNAT + SNAT, no process) forwards to the task |
-//! | `avt-resolver` | the VPC resolver at base + 2: Unbound caching as Route 53 Resolver does, in front of dnsmasq on the namespace's loopback (Cloud Map records, Aurora's endpoints and instances, the AWS endpoint) |
+//! | `avt-resolver` | the VPC resolver at base + 2: Unbound caching as Route 53 Resolver does, in front of the Cloud Map namespace (an authoritative Unbound with the namespace's SOA) and dnsmasq (Aurora's endpoints and instances, the AWS endpoint) on the namespace's loopback |
 //! | `avt-nat-<az>` | the NAT gateway (forwarding + masquerade) in a public subnet |
 //! | `avt-aurora` | Aurora: a writer and a synchronous reader, each at an address of the node's ENI, paused and resumed, failed over, rebooted, vanished ([`crate::aurora`]) |
 //! | `avt-task-<n>` | one ECS task: the private service and its own task metadata stand-in |
@@ -17,6 +17,7 @@ use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +29,7 @@ use crate::firewall::{self, ENI, IGW_IF, Members, PUBLIC_ENDPOINT_IF};
 use crate::ns::{self, NsProcess, in_namespace, wait_for};
 use crate::program::REGION;
 use crate::reach;
-use crate::resolver::{Cname, Resolver};
+use crate::resolver::{Cname, PrivateZone, Resolver};
 use crate::topology::{
     APP_RUNNER_CLIENT_SIDE, APP_RUNNER_ENDPOINT, EgressType, Env, HostKind, INTERNET_GATEWAY, INTERNET_HOST,
     Platform, SubnetKind, Topology,
@@ -441,24 +442,18 @@ impl Twin {
         self.dir.path().join("vpc-names.hosts")
     }
 
-    fn cloud_map_file(&self) -> PathBuf {
-        self.dir.path().join("cloud-map.hosts")
-    }
-
-    fn write_cloud_map(&self) -> Result<()> {
+    /// The Cloud Map name's records: one per registered task.
+    fn cloud_map_records(&self) -> Vec<(String, Ipv4Addr)> {
         let name = self.topology.cloud_map.fqdn();
-        let mut text = String::new();
-        for number in &self.registered {
-            text.push_str(&format!(
-                "{} {name}\n",
-                self.topology.host(&format!("task-{number}")).address
-            ));
-        }
-        // Replace atomically: dnsmasq may read it at any moment.
-        let temporary = self.dir.path().join("cloud-map.hosts.new");
-        std::fs::write(&temporary, text)?;
-        std::fs::rename(&temporary, self.cloud_map_file())?;
-        Ok(())
+        self.registered
+            .iter()
+            .map(|number| {
+                (
+                    name.clone(),
+                    self.topology.host(&format!("task-{number}")).address,
+                )
+            })
+            .collect()
     }
 
     fn start_resolver(&mut self) -> Result<()> {
@@ -476,24 +471,31 @@ impl Twin {
                 secrets_manager_host()
             ),
         )?;
-        self.write_cloud_map()?;
         // enableDnsSupport off: nothing answers at base + 2. enableDnsHostnames off: the
         // resolver answers, but not for the private zone (the Cloud Map namespace).
         if !topology.vpc.dns_support {
             return Ok(());
         }
-        let mut hosts = vec![self.hosts_file()];
-        if topology.vpc.private_zones_resolve() {
-            hosts.push(self.cloud_map_file());
-        }
+        let cloud_map_records = self.cloud_map_records();
+        let private_zone = topology.vpc.private_zones_resolve().then(|| {
+            (
+                PrivateZone {
+                    name: topology.cloud_map.namespace.clone(),
+                    negative_ttl: topology.cloud_map.negative_ttl,
+                    record_ttl: topology.cloud_map.ttl,
+                },
+                cloud_map_records.as_slice(),
+            )
+        });
         let resolver = topology.host("resolver");
         self.resolver = Some(Resolver::start(
             &resolver.namespace(),
             resolver.address,
             self.dir.path(),
             topology.cloud_map.ttl,
-            hosts,
+            vec![self.hosts_file()],
             &self.endpoint_records(&instances[0], &instances[1]),
+            private_zone,
         )?);
         Ok(())
     }
@@ -533,9 +535,9 @@ impl Twin {
     }
 
     fn reload_cloud_map(&mut self) -> Result<()> {
-        self.write_cloud_map()?;
+        let records = self.cloud_map_records();
         match &mut self.resolver {
-            Some(resolver) => resolver.reload_hosts(),
+            Some(resolver) => resolver.set_zone_records(&records),
             // enableDnsSupport off: no resolver to tell.
             None => Ok(()),
         }
@@ -797,10 +799,24 @@ impl Twin {
     /// The IPv4 addresses `name` resolves to from `node`, through the VPC resolver as the
     /// node's programs resolve it (`getent ahostsv4` under `ip netns exec`, which gives the node
     /// its resolv.conf).
+    /// No address: getent found none (exit status 2: no such name, or no answer at all).
     pub fn resolve(&self, node: &str, name: &str) -> Result<Vec<Ipv4Addr>> {
         let namespace = self.topology.host(node).namespace();
-        let output = ns::run("ip", &["netns", "exec", &namespace, "getent", "ahostsv4", name])?;
-        let mut addresses: Vec<Ipv4Addr> = output
+        let output = Command::new("ip")
+            .args(["netns", "exec", &namespace, "getent", "ahostsv4", name])
+            .stdin(Stdio::null())
+            .output()
+            .context("running getent under ip netns exec")?;
+        match output.status.code() {
+            Some(0) => {}
+            Some(2) => return Ok(Vec::new()),
+            _ => bail!(
+                "getent ahostsv4 {name} on {node} failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        }
+        let mut addresses: Vec<Ipv4Addr> = String::from_utf8_lossy(&output.stdout)
             .lines()
             .filter_map(|line| line.split_whitespace().next()?.parse().ok())
             .collect();

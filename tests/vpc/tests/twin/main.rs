@@ -5,7 +5,6 @@
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use vpc_twin::{firewall, program};
@@ -59,6 +58,8 @@ macro_rules! on_both_programs {
         }
     };
 }
+
+mod cloud_map;
 
 /// Every ruleset the twin would load, for both programs, passes `nft -c` (check mode: parsed
 /// and validated by the kernel, nothing committed).
@@ -197,148 +198,6 @@ fn the_reachability_matrix_is_what_the_rules_say(program: Program) {
 }
 
 on_both_programs!(the_reachability_matrix_is_what_the_rules_say);
-
-/// One answer of the frontend as seen from `internet`, with when it came.
-struct Seen {
-    at: Instant,
-    status: u16,
-    problem: bool,
-    task_arn: Option<String>,
-    address: Option<String>,
-}
-
-/// How long past the record's TTL the frontend may take to reach a replaced task: the VPC
-/// resolver (Unbound, caching as the Route 53 Resolver does) keeps the old answer up to the TTL
-/// counted in whole seconds (+1 s), and a request sent to the stopped task just before it expired
-/// waits out ECSPRIVATESERVICE_TIMEOUT (2 s) before the next one; 1 s for a loaded machine.
-const SWITCH_MARGIN: Duration = Duration::from_secs(4);
-
-/// The original's last step: the task is replaced; the Cloud Map record follows; the frontend
-/// (never restarted) reaches the new task within the record's TTL + 4 s, answering only 200
-/// or a 502/504 problem meanwhile.
-fn a_replaced_task_is_reached_within_the_record_ttl(program: Program) {
-    let _serial = serial();
-    let mut twin = start(program.topology());
-    let ttl = Duration::from_secs(u64::from(twin.topology.cloud_map.ttl));
-    let internet = twin.namespace_of("internet");
-    let url = twin.url("/ecs-private-service");
-    let frontend_pid = twin.frontend_pid();
-    let stop = AtomicBool::new(false);
-    let (seen, switched_at, swap) = std::thread::scope(|scope| {
-        let poller = scope.spawn(|| {
-            let mut seen = Vec::new();
-            while !stop.load(Ordering::SeqCst) {
-                let answer = vpc_twin::twin::http_get(&internet, &url, Duration::from_secs(10)).unwrap();
-                let body = answer.json().ok();
-                let task = body.as_ref().map(|body| &body["Response"]);
-                seen.push(Seen {
-                    at: Instant::now(),
-                    status: answer.status,
-                    problem: answer.is_problem(),
-                    task_arn: task.and_then(|task| task["TaskArn"].as_str()).map(str::to_owned),
-                    address: task
-                        .and_then(|task| task["IpAddress"].as_str())
-                        .map(str::to_owned),
-                });
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            seen
-        });
-        std::thread::sleep(Duration::from_millis(500));
-        let task_1 = twin.task_arn(1).unwrap().to_owned();
-        // ECS stops task 1 (deregistering it first), starts task 2 elsewhere, registers it.
-        let stopping = Instant::now();
-        twin.deregister(1).unwrap();
-        twin.stop_task(1).unwrap();
-        twin.start_task(2).unwrap();
-        twin.register(2).unwrap();
-        let registered = Instant::now();
-        let task_2 = twin.task_arn(2).unwrap().to_owned();
-        let deadline = registered + ttl + SWITCH_MARGIN;
-        let mut switched_at = None;
-        // Polls a second past the bound, so that a late switch is reported with its time.
-        while Instant::now() < deadline + Duration::from_secs(1) {
-            // The poller's answers are checked after; here we only wait for the switch.
-            let answer = vpc_twin::twin::http_get(&internet, &url, Duration::from_secs(10)).unwrap();
-            if answer.status == 200 && answer.body.contains(&task_2) {
-                switched_at = Some(Instant::now());
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        std::thread::sleep(Duration::from_secs(1));
-        stop.store(true, Ordering::SeqCst);
-        (
-            poller.join().unwrap(),
-            switched_at,
-            (stopping, registered, task_1, task_2),
-        )
-    });
-    let (stopping, registered, task_1_arn, task_2_arn) = swap;
-    let switched_at = switched_at.unwrap_or_else(|| {
-        panic!(
-            "/ecs-private-service never showed task 2 within TTL ({ttl:?}) + {SWITCH_MARGIN:?} + 1 s\n{}",
-            twin.all_logs()
-        )
-    });
-    // The bound, counted from the moment the record names task 2 only.
-    let switch = switched_at.saturating_duration_since(registered);
-    assert!(
-        switch <= ttl + SWITCH_MARGIN,
-        "task 2 was reached {switch:?} after its record replaced task 1's: more than TTL ({ttl:?}) + {SWITCH_MARGIN:?}"
-    );
-    let task_1 = twin.topology.host("task-1").address.to_string();
-    let task_2 = twin.topology.host("task-2").address.to_string();
-    println!(
-        "switch: {:?} from stopping task 1 to the first answer from task 2, {switch:?} after the record swap (TTL {ttl:?}, bound TTL + {SWITCH_MARGIN:?}); {} answers during the test",
-        switched_at - stopping,
-        seen.len()
-    );
-    let mut counts = std::collections::BTreeMap::new();
-    for answer in &seen {
-        let label = match (answer.status, answer.address.as_deref()) {
-            (200, Some(address)) if address == task_1 => "200 task-1".to_owned(),
-            (200, Some(address)) if address == task_2 => "200 task-2".to_owned(),
-            (status, _) => status.to_string(),
-        };
-        *counts.entry(label).or_insert(0) += 1;
-        // A 200 is one task's own answer: its address and its ARN, never a mix.
-        let allowed = match answer.status {
-            200 => {
-                (answer.address.as_deref() == Some(&task_1)
-                    && answer.task_arn.as_deref() == Some(&task_1_arn))
-                    || (answer.address.as_deref() == Some(&task_2)
-                        && answer.task_arn.as_deref() == Some(&task_2_arn))
-            }
-            502 | 504 => answer.problem,
-            _ => false,
-        };
-        assert!(
-            allowed,
-            "an answer that is neither 200 from a task nor a 502/504 problem: status {} (problem {}, task {:?} at {:?})",
-            answer.status, answer.problem, answer.task_arn, answer.address
-        );
-    }
-    println!("answers during the switch: {counts:?}");
-    let last = seen
-        .iter()
-        .rev()
-        .take_while(|answer| answer.at > switched_at)
-        .collect::<Vec<_>>();
-    assert!(
-        last.iter()
-            .all(|answer| answer.address.as_deref() == Some(&task_2)),
-        "after the switch only task 2 answers"
-    );
-    assert_eq!(
-        twin.frontend_pid(),
-        frontend_pid,
-        "the frontend was not restarted"
-    );
-    stop_twin(twin);
-}
-
-on_both_programs!(a_replaced_task_is_reached_within_the_record_ttl);
 
 /// A copy of the program with one change, read back from its file as `PULUMI_PROGRAM` would be.
 fn mutated(program: Program, change: impl Fn(&str) -> anyhow::Result<String>) -> vpc_twin::Topology {
