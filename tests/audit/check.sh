@@ -8,10 +8,8 @@
 #   3. audit-bites    without those ignores it reports exactly the ignored advisories: each ignore is
 #                     still needed, and the scan really read the database
 #
-# The snapshot: $ADVISORY_DB (a folder, or a .tar.gz of the tree), else
-# ../shared/advisory-db/advisory-db-<rev, 7 hex>.tar.gz beside the repository, where CI finds it.
-# Elsewhere: git clone https://github.com/rustsec/advisory-db && git -C advisory-db checkout <rev>
-# (the rev is in flake.lock), then ADVISORY_DB=$PWD/advisory-db tests/run.
+# The database: $ADVISORY_DB, else the offline snapshot beside the repository, else the clone
+# tests/setup fetches (tests/audit/db.bash says where each is).
 set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -21,18 +19,18 @@ export PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-lock_field() { python3 -c 'import json,sys; print(json.load(open("flake.lock"))["nodes"]["advisory-db"]["locked"][sys.argv[1]])' "$1"; }
-rev=$(lock_field rev) || exit 2
+# shellcheck source=tests/audit/db.bash
+. tests/audit/db.bash || exit 2
+rev=$advisory_db_rev
 nar_hash=$(lock_field narHash) || exit 2
 
-snapshot=${ADVISORY_DB:-$root/../shared/advisory-db/advisory-db-${rev:0:7}.tar.gz}
+snapshot=$(advisory_db_source)
 if [ ! -e "$snapshot" ]; then
-  echo "FAIL  no advisory-db snapshot at $snapshot" >&2
-  echo "      get revision $rev of github.com/rustsec/advisory-db and set ADVISORY_DB to it (see tests/audit/check.sh)" >&2
+  echo "FAIL  no advisory-db at $snapshot: run tests/setup (it fetches revision $rev), or set ADVISORY_DB" >&2
   exit 1
 fi
 if [ -d "$snapshot" ]; then
-  db=$snapshot
+  db=$(cd "$snapshot" && pwd) || exit 2 # absolute: audit-bites runs cargo audit from another folder
 else
   tar -xzf "$snapshot" -C "$work" || exit 1
   db=$work/advisory-db
