@@ -289,3 +289,118 @@ pub fn table(rows: &[(Path, Option<String>)]) -> String {
     }
     out
 }
+
+/// The paths of a reachability contract: between the nodes a reviewer cares about (the internet,
+/// the frontend and its load balancer, the first private-service task, the database, the
+/// resolver), on every port a rule of the program names and the ports the system uses.
+pub fn contract_paths(topology: &Topology) -> Vec<(String, String, u16)> {
+    let mut ports: std::collections::BTreeSet<u16> = [
+        topology.service_port,
+        topology.database.port,
+        8080,
+        LISTENER_PORT,
+        80,
+        53,
+    ]
+    .into_iter()
+    .collect();
+    for group in topology.groups.values() {
+        for rule in group.ingress.iter().chain(&group.egress) {
+            if let Some((from, to)) = rule.ports.filter(|(from, to)| from == to) {
+                ports.insert(from.max(to));
+            }
+        }
+    }
+    let nodes: Vec<&str> = ["internet"]
+        .into_iter()
+        .chain(topology.load_balancer().map(|alb| alb.name.as_str()))
+        .chain([topology.frontend().name.as_str(), "task-1", "aurora", "resolver"])
+        .collect();
+    // The resolver only answers: it is a destination, never a source.
+    let sources = nodes.iter().filter(|node| **node != "resolver");
+    let mut paths = Vec::new();
+    for from in sources {
+        for to in nodes.iter().filter(|to| *to != from) {
+            // The resolver listens on 53 alone.
+            let ports = ports.iter().filter(|port| *to != "resolver" || **port == 53);
+            for port in ports {
+                paths.push(((*from).to_owned(), (*to).to_owned(), *port));
+            }
+        }
+    }
+    paths
+}
+
+/// The program's contract: one line a path, `open` or `blocked`, and after `#` the rule or
+/// reason that decides it (for the reader; [`contract_changes`] compares verdicts only).
+pub fn contract(topology: &Topology) -> String {
+    let mut out = String::new();
+    for (from, to, port) in contract_paths(topology) {
+        let path = analyze(topology, &from, &to, port);
+        let _ = writeln!(
+            out,
+            "{:<8} {:<28} # {}",
+            verdict_word(path.verdict),
+            format!("{from} -> {to}:{port}"),
+            path.because
+        );
+    }
+    out
+}
+
+fn verdict_word(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Open => "open",
+        Verdict::Blocked => "blocked",
+    }
+}
+
+/// Every path whose verdict differs from `committed` (a contract as [`contract`] writes it),
+/// with what decides it now; paths the contract lacks or no longer has count too.
+pub fn contract_changes(topology: &Topology, committed: &str) -> Result<Vec<String>, String> {
+    let mut expected = std::collections::BTreeMap::new();
+    for (number, line) in committed.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        match (
+            words.next(),
+            words.next(),
+            words.next(),
+            words.next(),
+            words.next(),
+        ) {
+            (Some(verdict @ ("open" | "blocked")), Some(from), Some("->"), Some(to), None) => {
+                expected.insert(format!("{from} -> {to}"), verdict.to_owned());
+            }
+            _ => {
+                return Err(format!(
+                    "line {}: not `open|blocked FROM -> TO:PORT`: {line}",
+                    number + 1
+                ));
+            }
+        }
+    }
+    let mut changes = Vec::new();
+    for (from, to, port) in contract_paths(topology) {
+        let path = analyze(topology, &from, &to, port);
+        let key = format!("{from} -> {to}:{port}");
+        let now = verdict_word(path.verdict);
+        match expected.remove(&key) {
+            Some(before) if before == now => {}
+            Some(before) => changes.push(format!(
+                "{key}: {before} in the contract, {now} now: {}",
+                path.because
+            )),
+            None => changes.push(format!("{key}: not in the contract, {now} now: {}", path.because)),
+        }
+    }
+    changes.extend(
+        expected
+            .into_keys()
+            .map(|key| format!("{key}: in the contract, no longer a path of the program")),
+    );
+    Ok(changes)
+}

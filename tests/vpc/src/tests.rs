@@ -737,3 +737,56 @@ fn without_the_database_ingress_rule_only_the_database_is_cut_off(text: &str, ru
     assert!(because.starts_with("ingress of db-sg"), "{because}");
     assert_eq!(verdict(&mutated, frontend, "task-1", 8080).0, Verdict::Open);
 }
+
+/// The network diff of a pull request: a program that lets the private service's tasks reach the
+/// database changes the App Runner contract at exactly that path, named with both rules.
+#[test]
+fn a_contract_names_each_path_a_change_opens_and_the_rules_that_open_it() {
+    let text = program_text();
+    let topology = real();
+    let committed = reach::contract(&topology);
+    assert_eq!(reach::contract_changes(&topology, &committed), Ok(Vec::new()));
+    let opened = text.replacen(
+        "resources:\n",
+        "resources:\n\
+         \x20 db-from-private-service:\n\
+         \x20   type: aws:vpc:SecurityGroupIngressRule\n\
+         \x20   properties:\n\
+         \x20     securityGroupId: ${db-sg.id}\n\
+         \x20     ipProtocol: tcp\n\
+         \x20     fromPort: 5432\n\
+         \x20     toPort: 5432\n\
+         \x20     referencedSecurityGroupId: ${private-service-sg.id}\n\
+         \x20 private-service-to-db:\n\
+         \x20   type: aws:vpc:SecurityGroupEgressRule\n\
+         \x20   properties:\n\
+         \x20     securityGroupId: ${private-service-sg.id}\n\
+         \x20     ipProtocol: tcp\n\
+         \x20     fromPort: 5432\n\
+         \x20     toPort: 5432\n\
+         \x20     referencedSecurityGroupId: ${db-sg.id}\n",
+        1,
+    );
+    let changes = reach::contract_changes(&program::from_yaml(&opened).unwrap(), &committed).unwrap();
+    assert_eq!(changes.len(), 1, "{changes:#?}");
+    assert!(
+        changes[0].starts_with("task-1 -> aurora:5432: blocked in the contract, open now:")
+            && changes[0].contains("private-service-to-db")
+            && changes[0].contains("db-from-private-service"),
+        "{changes:#?}"
+    );
+    let closed = program::without_resource(&text, "db-from-connector").unwrap();
+    let changes = reach::contract_changes(&program::from_yaml(&closed).unwrap(), &committed).unwrap();
+    assert_eq!(changes.len(), 1, "{changes:#?}");
+    assert!(
+        changes[0]
+            .starts_with("apprunner -> aurora:5432: open in the contract, blocked now: ingress of db-sg"),
+        "{changes:#?}"
+    );
+    let garbled = committed.replacen("open", "opened", 1);
+    assert!(
+        reach::contract_changes(&topology, &garbled)
+            .unwrap_err()
+            .contains("line")
+    );
+}
