@@ -167,21 +167,38 @@ impl Resolver {
 
     fn start_authority(&mut self) -> Result<()> {
         let zone = self.zone.as_ref().context("the resolver has no private zone")?;
-        let conf = self.authority_conf();
-        std::fs::write(&conf, authority_conf(&zone.name, &self.zone_file(), &self.dir))
-            .with_context(|| format!("writing {}", conf.display()))?;
-        let authority = NsProcess::spawn(
+        let conf = authority_conf(&zone.name, &self.zone_file(), &self.dir);
+        let authority = self.start_unbound(
             "unbound (the private zone's records)",
+            &self.authority_conf(),
+            &conf,
+            "private-zone.log",
+            SocketAddr::from((Ipv4Addr::LOCALHOST, ZONE_PORT)),
+        )?;
+        self.authority = Some(authority);
+        Ok(())
+    }
+
+    /// Writes `text` to `conf` and runs Unbound on it until it listens at `addr`.
+    fn start_unbound(
+        &self,
+        name: &str,
+        conf: &Path,
+        text: &str,
+        log: &str,
+        addr: SocketAddr,
+    ) -> Result<NsProcess> {
+        std::fs::write(conf, text).with_context(|| format!("writing {}", conf.display()))?;
+        let process = NsProcess::spawn(
+            name,
             &self.namespace,
             Path::new("unbound"),
             &["-d", "-c", &conf.display().to_string()],
             &[],
-            self.dir.join("private-zone.log"),
+            self.dir.join(log),
         )
         .context("starting unbound (apt-get install -y unbound; tests/setup installs it)")?;
-        self.authority =
-            Some(self.await_listening(authority, SocketAddr::from((Ipv4Addr::LOCALHOST, ZONE_PORT)))?);
-        Ok(())
+        self.await_listening(process, addr)
     }
 
     fn start_records(&mut self, cnames: &[Cname]) -> Result<()> {
@@ -229,20 +246,16 @@ impl Resolver {
     }
 
     fn start_cache(&mut self) -> Result<()> {
-        let conf = self.dir.join("unbound.conf");
         let private_zone = self.zone.as_ref().map(|zone| zone.name.as_str());
-        std::fs::write(&conf, unbound_conf(self.address, &self.dir, private_zone))
-            .with_context(|| format!("writing {}", conf.display()))?;
-        let cache = NsProcess::spawn(
+        let conf = unbound_conf(self.address, &self.dir, private_zone);
+        let cache = self.start_unbound(
             "unbound (the VPC resolver)",
-            &self.namespace,
-            Path::new("unbound"),
-            &["-d", "-c", &conf.display().to_string()],
-            &[],
-            self.dir.join("unbound.log"),
-        )
-        .context("starting unbound (apt-get install -y unbound; tests/setup installs it)")?;
-        self.cache = Some(self.await_listening(cache, SocketAddr::from((self.address, 53)))?);
+            &self.dir.join("unbound.conf"),
+            &conf,
+            "unbound.log",
+            SocketAddr::from((self.address, 53)),
+        )?;
+        self.cache = Some(cache);
         Ok(())
     }
 
@@ -259,9 +272,32 @@ impl Resolver {
     }
 }
 
-/// Unbound as a caching, non-validating forwarder in the foreground, answering the VPC: every
-/// positive answer kept for its TTL (`cache-min-ttl: 0`), every negative one for its SOA's
-/// (RFC 2308), nothing served stale or prefetched; the private zone from its own server.
+/// The `server:` clause both Unbounds share: in the foreground, as root, no chroot or syslog,
+/// iterator only (nothing validated), listening on `address`:`port` for `clients`.
+fn unbound_server(address: Ipv4Addr, port: u16, clients: &str, dir: &Path) -> String {
+    format!(
+        "server:\n\
+         \x20 interface: {address}\n\
+         \x20 port: {port}\n\
+         \x20 do-daemonize: no\n\
+         \x20 username: \"\"\n\
+         \x20 chroot: \"\"\n\
+         \x20 directory: \"{dir}\"\n\
+         \x20 pidfile: \"\"\n\
+         \x20 use-syslog: no\n\
+         \x20 logfile: \"\"\n\
+         \x20 verbosity: 1\n\
+         \x20 num-threads: 1\n\
+         \x20 do-ip6: no\n\
+         \x20 access-control: {clients} allow\n\
+         \x20 module-config: \"iterator\"\n",
+        dir = dir.display()
+    )
+}
+
+/// Unbound as a caching forwarder answering the VPC: every positive answer kept for its TTL
+/// (`cache-min-ttl: 0`), every negative one for its SOA's (RFC 2308), nothing served stale or
+/// prefetched; the private zone from its own server, everything else from dnsmasq.
 fn unbound_conf(address: Ipv4Addr, dir: &Path, private_zone: Option<&str>) -> String {
     let private_zone = private_zone
         .map(|name| {
@@ -273,21 +309,7 @@ fn unbound_conf(address: Ipv4Addr, dir: &Path, private_zone: Option<&str>) -> St
         })
         .unwrap_or_default();
     format!(
-        "server:\n\
-         \x20 interface: {address}\n\
-         \x20 port: 53\n\
-         \x20 do-daemonize: no\n\
-         \x20 username: \"\"\n\
-         \x20 chroot: \"\"\n\
-         \x20 directory: \"{dir}\"\n\
-         \x20 pidfile: \"\"\n\
-         \x20 use-syslog: no\n\
-         \x20 logfile: \"\"\n\
-         \x20 verbosity: 1\n\
-         \x20 num-threads: 1\n\
-         \x20 do-ip6: no\n\
-         \x20 access-control: 0.0.0.0/0 allow\n\
-         \x20 module-config: \"iterator\"\n\
+        "{server}\
          \x20 do-not-query-localhost: no\n\
          \x20 cache-min-ttl: 0\n\
          \x20 prefetch: no\n\
@@ -297,7 +319,7 @@ fn unbound_conf(address: Ipv4Addr, dir: &Path, private_zone: Option<&str>) -> St
          \x20 name: \".\"\n\
          \x20 forward-addr: 127.0.0.1@{RECORDS_PORT}\n\
          {private_zone}",
-        dir = dir.display()
+        server = unbound_server(address, 53, "0.0.0.0/0", dir),
     )
 }
 
@@ -305,21 +327,7 @@ fn unbound_conf(address: Ipv4Addr, dir: &Path, private_zone: Option<&str>) -> St
 /// with a control socket for `auth_zone_reload`.
 fn authority_conf(zone: &str, zone_file: &Path, dir: &Path) -> String {
     format!(
-        "server:\n\
-         \x20 interface: 127.0.0.1\n\
-         \x20 port: {ZONE_PORT}\n\
-         \x20 do-daemonize: no\n\
-         \x20 username: \"\"\n\
-         \x20 chroot: \"\"\n\
-         \x20 directory: \"{dir}\"\n\
-         \x20 pidfile: \"\"\n\
-         \x20 use-syslog: no\n\
-         \x20 logfile: \"\"\n\
-         \x20 verbosity: 1\n\
-         \x20 num-threads: 1\n\
-         \x20 do-ip6: no\n\
-         \x20 access-control: 127.0.0.0/8 allow\n\
-         \x20 module-config: \"iterator\"\n\
+        "{server}\
          remote-control:\n\
          \x20 control-enable: yes\n\
          \x20 control-interface: \"{control}\"\n\
@@ -330,7 +338,7 @@ fn authority_conf(zone: &str, zone_file: &Path, dir: &Path) -> String {
          \x20 for-downstream: yes\n\
          \x20 for-upstream: no\n\
          \x20 fallback-enabled: no\n",
-        dir = dir.display(),
+        server = unbound_server(Ipv4Addr::LOCALHOST, ZONE_PORT, "127.0.0.0/8", dir),
         control = dir.join("private-zone.ctl").display(),
         zone_file = zone_file.display(),
     )
