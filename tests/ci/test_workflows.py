@@ -100,12 +100,14 @@ def credential_problems(name, workflow):
 
 def deploy_problems(name, workflow):
     """`pulumi up` (or destroy) only on a push to main, in an environment, after the checks,
-    one at a time and never cancelled."""
+    one at a time and never cancelled; no job creates a stack."""
     found = []
     for job_name, job, step in steps(workflow):
         if not step.get("uses", "").startswith("pulumi/actions@"):
             continue
         command = step.get("with", {}).get("command")
+        if step.get("with", {}).get("upsert"):
+            found.append(f"{name}/{job_name}: creates a stack (upsert): a mistyped PULUMI_STACK would deploy a second copy")
         if command == "preview":
             continue
         where = f"{name}/{job_name} ({command})"
@@ -177,6 +179,13 @@ def test_the_invariants_bite():
     def any_branch(files):
         job = files["ci.yml"][1]["jobs"]["deploy"]
         del job["if"], job["environment"]
+
+    def upsert(files):
+        first_step(files, "preview.yml", "preview", "pulumi/actions@")["with"]["upsert"] = True
+
+    assert mutated(upsert) == [
+        "preview.yml/preview: creates a stack (upsert): a mistyped PULUMI_STACK would deploy a second copy"
+    ]
 
     assert mutated(any_branch) == [
         "ci.yml/deploy (up): not limited to a push to main",
@@ -258,6 +267,6 @@ def test_the_readme_names_the_commands_the_workflows_run():
         assert any(command in script for _, script in run_blocks()), f"no workflow runs {command}"
         assert command in section, f"the README's CI section does not name {command}"
     assert "reach --check" in section or "--check" in section
-    for variable in ["AWS_REGION", "AWS_PREVIEW_ROLE_ARN", "AWS_DEPLOY_ROLE_ARN", "PULUMI_STACK", "PULUMI_BACKEND_URL", "PULUMI_SECRETS_PROVIDER"]:
+    for variable in ["AWS_REGION", "AWS_PREVIEW_ROLE_ARN", "AWS_DEPLOY_ROLE_ARN", "PULUMI_STACK", "PULUMI_BACKEND_URL"]:
         used = any(f"vars.{variable}" in path.read_text() for path in WORKFLOWS.glob("*.yml"))
         assert used and variable in section, f"{variable}: used by the workflows and explained in the README"
