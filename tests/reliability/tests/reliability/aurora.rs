@@ -174,8 +174,17 @@ fn sessions_on_a_writer_turned_reader_are_closed_and_the_work_retried_on_the_new
     let moved = cluster
         .demote_in_place()
         .expect("writer turned reader, reader promoted");
-    // While the load goes on: the readers' threads must not be left on the old writer.
-    std::thread::sleep(Duration::from_millis(500));
+    // While the load goes on: once a write has met the read-only writer (how the frontend learns
+    // of it: the old writer answers reads as ever), no read may be served from there. How soon
+    // that write comes depends on the machine (a 500 ms guess failed under load in CI).
+    let learned = Instant::now();
+    while !cluster.frontend.logs().lines().any(met_the_read_only_writer) {
+        assert!(
+            learned.elapsed() < Duration::from_secs(5),
+            "no write met the read-only writer within 5 s of the promotion"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     for check in 0..20 {
         cluster
             .assert_reads_see_a_visit_stored_elsewhere(&format!("#{check} after the promotion"))
@@ -195,7 +204,7 @@ fn sessions_on_a_writer_turned_reader_are_closed_and_the_work_retried_on_the_new
         .frontend
         .logs()
         .lines()
-        .filter(|line| line.contains("database session unusable") && line.contains("read-only"))
+        .filter(|line| met_the_read_only_writer(line))
         .count();
     assert!(
         retried > 0,
@@ -203,6 +212,11 @@ fn sessions_on_a_writer_turned_reader_are_closed_and_the_work_retried_on_the_new
     );
     let accounting = report.account(0, &cluster.user_agents().expect("visits read on the new writer"));
     assert!(accounting.is_exact(), "across the promotion: {accounting}");
+}
+
+/// A log line of the frontend retiring a session that met a writer turned reader.
+fn met_the_read_only_writer(line: &str) -> bool {
+    line.contains("database session unusable") && line.contains("read-only")
 }
 
 /// Reads alone through a failover (no write of this frontend meets the old writer, so nothing
