@@ -46,7 +46,8 @@ pub async fn build(
 pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, settings.port));
     let (app, database) = build(&mut settings).await?;
-    let served = service_kit::serve(app, addr).await;
+    // No linger: App Runner and Express Mode's load balancer stop sending before SIGTERM.
+    let served = service_kit::serve(app, addr, Duration::ZERO).await;
     if let Some(database) = database {
         tokio::task::spawn_blocking(move || database.finish(UNANSWERED_BATCHES_WAIT)).await?;
     }

@@ -12,5 +12,5 @@ pub use config::Config;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.port));
-    service_kit::serve(app(&config), addr).await
+    service_kit::serve(app(&config), addr, config.stop_linger).await
 }

@@ -14,12 +14,23 @@ use crate::{problem, request_log};
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Serves `app` on `addr` with the request log and problem+json errors, until SIGTERM or SIGINT;
-/// then stops accepting, lets in-flight requests finish, and returns.
-pub async fn serve<E: Endpoint + 'static>(app: E, addr: SocketAddr) -> anyhow::Result<()> {
+/// then keeps answering for `linger` (clients may still hold this address: see the private
+/// service's `STOP_LINGER`), stops accepting, lets in-flight requests finish, and returns.
+pub async fn serve<E: Endpoint + 'static>(app: E, addr: SocketAddr, linger: Duration) -> anyhow::Result<()> {
     let app = with_common_middleware(app);
     let listener = TcpListener::bind(addr);
+    let stop = async move {
+        shutdown_signal().await;
+        if !linger.is_zero() {
+            tracing::info!(
+                linger_ms = linger.as_millis(),
+                "still answering while clients forget this address, then draining"
+            );
+            tokio::time::sleep(linger).await;
+        }
+    };
     Server::new(listener)
-        .run_with_graceful_shutdown(app, shutdown_signal(), Some(DRAIN_TIMEOUT))
+        .run_with_graceful_shutdown(app, stop, Some(DRAIN_TIMEOUT))
         .await
         .with_context(|| format!("serving on {addr}"))
 }

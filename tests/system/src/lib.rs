@@ -193,6 +193,8 @@ pub fn frontend_env(
 pub fn spawn_private_service(metadata: &EcsMetadata) -> Service {
     ServiceCommand::new(binary("private-service").expect("build private-service"))
         .env("ECS_CONTAINER_METADATA_URI_V4", metadata.uri_v4())
+        // Nothing here resolves it through a cache; the linger has its own test (runtime_contract).
+        .env("STOP_LINGER", "0s")
         .spawn()
         .expect("start private-service")
 }

@@ -249,16 +249,28 @@ impl NsProcess {
         }
     }
 
-    /// SIGHUP (dnsmasq rereads its hosts files).
-    pub fn hangup(&self) -> Result<()> {
+    /// Sends `signal` (SIGTERM: stop as ECS stops a task).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) -> Result<()> {
         let pid = self
             .pid()
             .ok_or_else(|| anyhow!("{} is not running", self.name))?;
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(i32::try_from(pid)?),
-            nix::sys::signal::Signal::SIGHUP,
-        )
-        .with_context(|| format!("sending SIGHUP to {}", self.name))
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(i32::try_from(pid)?), signal)
+            .with_context(|| format!("sending {signal} to {}", self.name))
+    }
+
+    /// Waits up to `timeout` for it to exit by itself: whether it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<bool> {
+        let deadline = Instant::now() + timeout;
+        while let Some(child) = &mut self.child {
+            if child.try_wait()?.is_some() {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(true)
     }
 }
 

@@ -392,8 +392,9 @@ impl<'a> Program<'a> {
             groups: db_groups,
         });
         // Tasks alternate between the service's subnets (one per AZ), as ECS spreads them;
-        // one more than desired so a replacement has a place at another address.
-        for number in 1..=desired_count.max(1) + 1 {
+        // twice as many as desired: a deployment (maximum 200 %) starts all replacements before it
+        // stops the old tasks, each at an address of its own.
+        for number in 1..=2 * desired_count.max(1) {
             let az = (number - 1) % vpc.azs + 1;
             let task_subnet = subnet(task_subnets, az)?;
             hosts.push(Host {
@@ -413,6 +414,7 @@ impl<'a> Program<'a> {
             platform: frontend.platform,
             service_port: frontend.port,
             desired_tasks: desired_count,
+            task_stop_timeout: self.task_stop_timeout()?,
             cloud_map,
             database,
             env: frontend.env,
@@ -856,6 +858,35 @@ impl<'a> Program<'a> {
         let subnets = subnet_kind(self.property(service, &["networkConfiguration", "subnets"]));
         let count = usize::try_from(self.integer(service, &["desiredCount"]).unwrap_or(1))?;
         Ok((groups, subnets, count))
+    }
+
+    /// How long ECS waits after SIGTERM before SIGKILL: the `stopTimeout` of the private service's
+    /// container (ECS's default, 30 s, when the task definition sets none).
+    fn task_stop_timeout(&self) -> Result<Duration> {
+        let (name, service) = self.one_of_type("aws:ecs:Service")?;
+        let definition = self
+            .property(service, &["taskDefinition"])
+            .and_then(whole_reference)
+            .and_then(|reference| reference.strip_suffix(".arn"))
+            .and_then(|resource| self.resources.iter().find(|(name, _, _)| *name == resource))
+            .map(|(_, _, value)| *value)
+            .ok_or_else(|| anyhow!("{name}: taskDefinition is not `${{<task definition>.arn}}`"))?;
+        let containers = self
+            .property(definition, &["containerDefinitions", "fn::toJSON"])
+            .and_then(Value::as_sequence)
+            .ok_or_else(|| {
+                anyhow!("{name}: the task definition's containerDefinitions are not fn::toJSON of a list")
+            })?;
+        let seconds = match containers
+            .first()
+            .and_then(|container| container.get("stopTimeout"))
+        {
+            None => 30,
+            Some(value) => value
+                .as_u64()
+                .ok_or_else(|| anyhow!("{name}: stopTimeout {value:?} is not a number of seconds"))?,
+        };
+        Ok(Duration::from_secs(seconds))
     }
 
     fn cloud_map(&self) -> Result<CloudMap> {

@@ -53,6 +53,8 @@ pub struct Topology {
     /// `primaryContainer.containerPort`.
     pub service_port: u16,
     pub desired_tasks: usize,
+    /// How long ECS waits after a task's SIGTERM before SIGKILL (its container's stopTimeout).
+    pub task_stop_timeout: std::time::Duration,
     pub cloud_map: CloudMap,
     pub database: Database,
     /// The frontend's environment: App Runner's `runtimeEnvironmentVariables`, Express Mode's

@@ -250,7 +250,14 @@ impl Twin {
         let mut router = Vec::new();
         for subnet in &topology.vpc.subnets {
             let bridge = bridge_name(&subnet.name);
-            router.push(format!("link add {bridge} type bridge"));
+            // A MAC of its own: a bridge otherwise takes the lowest MAC of its ports, so an ENI
+            // joining the subnet could change the router's MAC under its hosts' ARP caches and
+            // black-hole their routed traffic until they ask again (seen as a task unreachable
+            // from App Runner for minutes after another task started in the connector's subnet).
+            let [a, b, c, d] = subnet.router().octets();
+            router.push(format!(
+                "link add {bridge} address 02:00:{a:02x}:{b:02x}:{c:02x}:{d:02x} type bridge"
+            ));
             router.push(format!(
                 "addr add {}/{} dev {bridge}",
                 subnet.router(),
@@ -937,6 +944,33 @@ impl Twin {
         task.process.kill();
         drop(task);
         self.apply_security_groups()
+    }
+
+    /// Begins stopping task `number` as ECS stops a task a deployment replaces: deregistered
+    /// from Cloud Map and sent SIGTERM at once; the service answers through its linger.
+    pub fn begin_task_stop(&mut self, number: usize) -> Result<()> {
+        self.deregister(number)?;
+        self.tasks
+            .get(&number)
+            .ok_or_else(|| anyhow!("task-{number} is not running"))?
+            .process
+            .signal(nix::sys::signal::Signal::SIGTERM)
+    }
+
+    /// Waits for task `number` to exit after [`begin_task_stop`](Self::begin_task_stop), up to
+    /// the program's stopTimeout (then SIGKILL, as ECS), and takes its ENI out of the groups.
+    pub fn finish_task_stop(&mut self, number: usize) -> Result<()> {
+        let stop_timeout = self.topology.task_stop_timeout;
+        let task = self
+            .tasks
+            .get_mut(&number)
+            .ok_or_else(|| anyhow!("task-{number} is not running"))?;
+        let exited = task.process.wait_exit(stop_timeout)?;
+        self.stop_task(number)?;
+        if !exited {
+            bail!("task-{number} did not exit within the stopTimeout ({stop_timeout:?}) of SIGTERM: killed");
+        }
+        Ok(())
     }
 
     /// The task ARN task `number` reports.

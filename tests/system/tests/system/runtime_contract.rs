@@ -1,7 +1,8 @@
 //! The image runtime contract: what the OCI images give a binary is all it needs. Each binary
 //! starts and serves `/health` with an environment of only `PORT` and `SSL_CERT_FILE`, from an
 //! empty working directory, as the unprivileged user 65534:65534 (the images' `User`), and
-//! stops cleanly on SIGTERM without writing a file.
+//! stops cleanly on SIGTERM without writing a file — the private service only after answering
+//! for its default `STOP_LINGER` (15 s) more, while resolvers forget its Cloud Map record.
 //!
 //! With `FRONTEND_BIN` / `PRIVATE_SERVICE_BIN` pointing at the release builds this checks the
 //! release binaries; otherwise those of this test run's profile.
@@ -9,7 +10,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use harness::{ServiceCommand, binary};
 use serde_json::json;
@@ -19,17 +20,20 @@ use system_tests::get;
 const IMAGE_UID: u32 = 65534;
 const IMAGE_GID: u32 = 65534;
 
+/// The private service's default `STOP_LINGER`.
+const PRIVATE_SERVICE_LINGER: Duration = Duration::from_secs(15);
+
 #[test]
 fn frontend_runs_with_only_port_from_an_empty_directory_as_an_unprivileged_user() {
-    check_runtime_contract("frontend", "/");
+    check_runtime_contract("frontend", "/", Duration::ZERO);
 }
 
 #[test]
 fn private_service_runs_with_only_port_from_an_empty_directory_as_an_unprivileged_user() {
-    check_runtime_contract("private-service", "/");
+    check_runtime_contract("private-service", "/", PRIVATE_SERVICE_LINGER);
 }
 
-fn check_runtime_contract(name: &str, unconfigured_route: &str) {
+fn check_runtime_contract(name: &str, unconfigured_route: &str, linger: Duration) {
     let built = binary(name).expect("build");
     // The binary alone in a directory of its own, like /bin in the image.
     let image = tempfile::Builder::new()
@@ -89,8 +93,22 @@ fn check_runtime_contract(name: &str, unconfigured_route: &str) {
     assert_eq!(answer.content_type, "application/problem+json");
 
     service.sigterm().expect("SIGTERM");
-    let status = service.wait_exit(Duration::from_secs(15)).expect("exit");
+    let terminated = Instant::now();
+    if !linger.is_zero() {
+        // New connections are still answered until the linger is nearly over.
+        while terminated.elapsed() + Duration::from_secs(2) < linger {
+            let health = get(&service.url("/health"), Some("kube-probe"));
+            assert_eq!(health.status, 200, "{:?} after SIGTERM", terminated.elapsed());
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    let status = service.wait_exit(linger + Duration::from_secs(15)).expect("exit");
+    let stopped_after = terminated.elapsed();
     assert!(status.success(), "exit status {status}:\n{}", service.logs());
+    assert!(
+        stopped_after >= linger,
+        "{name} exited {stopped_after:?} after SIGTERM, before its linger of {linger:?}"
+    );
     let left: Vec<_> = fs::read_dir(workdir.path())
         .expect("read workdir")
         .flatten()

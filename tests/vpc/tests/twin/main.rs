@@ -408,6 +408,45 @@ fn rotating_the_secret_under_load_keeps_every_visit_accounted_for(program: Progr
 
 on_both_programs!(rotating_the_secret_under_load_keeps_every_visit_accounted_for);
 
+/// A subnet's router keeps its MAC when an ENI joins the subnet. A Linux bridge takes the lowest
+/// MAC among its ports unless given one; App Runner's connector, which reaches task-2 through
+/// the router of its subnet, would then send to a MAC nobody answers until its ARP entry expired
+/// (a task started in the connector's subnet once cut the relay off task-2 for minutes).
+#[test]
+fn a_subnets_router_keeps_its_mac_when_an_eni_with_a_lower_one_joins() {
+    let _serial = serial();
+    let twin = start(APP_RUNNER.topology());
+    let routed = |what: &str| {
+        let connect = twin
+            .connect("apprunner", "task-2", 8080, Duration::from_secs(2))
+            .unwrap();
+        assert_eq!(
+            connect,
+            vpc_twin::ns::Connect::Connected,
+            "apprunner -> task-2:8080 {what}"
+        );
+    };
+    routed("before");
+    let router = vpc_twin::twin::ROUTER;
+    let bridges = vpc_twin::ns::run("ip", &["-n", router, "-o", "link", "show", "type", "bridge"]).unwrap();
+    for (index, bridge) in bridges
+        .lines()
+        .filter_map(|line| line.split(": ").nth(1))
+        .enumerate()
+    {
+        vpc_twin::ns::ip_batch(
+            router,
+            &[
+                format!("link add low{index} address 02:00:00:00:00:01 type veth peer name low{index}p"),
+                format!("link set low{index} master {bridge} up"),
+            ],
+        )
+        .unwrap();
+    }
+    routed("after a port with MAC 02:00:00:00:00:01 joined every subnet's bridge");
+    stop_twin(twin);
+}
+
 /// What a killed run leaves (namespaces with processes in them, /etc/netns entries) is
 /// removed when the next twin starts.
 #[test]
