@@ -11,4 +11,6 @@ EXPRESS = REPO / "pulumi" / "ecs-express" / "Pulumi.yaml"
 EXPRESS_STACK = REPO / "pulumi" / "ecs-express" / "Pulumi.dev.yaml"
 # variant id -> (program, sample stack file); the tests of shared invariants run once per variant.
 PROGRAMS = {"apprunner": (PROGRAM, STACK), "express": (EXPRESS, EXPRESS_STACK)}
+# The pipeline's AWS side (OIDC provider, roles, state bucket and key), made once from a laptop.
+CI_PROGRAM = REPO / "pulumi" / "ci" / "Pulumi.yaml"
 BROKEN = HERE / "fixtures" / "broken" / "Pulumi.yaml"

@@ -18,10 +18,10 @@ pub struct Config {
     #[arg(long, env = "METADATA_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     pub metadata_timeout: Duration,
 
-    /// How long to keep answering after SIGTERM before draining (e.g. `15s`, `0s`). ECS
+    /// How long to keep answering after SIGTERM before draining (e.g. `30s`, `0s`). ECS
     /// deregisters a stopping task from Cloud Map as it sends SIGTERM, and resolvers keep the
     /// task's address for the record's TTL (10 s) plus Route 53's propagation; the task
     /// definition's stopTimeout must cover this and the 20 s drain.
-    #[arg(long, env = "STOP_LINGER", default_value = "15s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "STOP_LINGER", default_value = "30s", value_parser = humantime::parse_duration)]
     pub stop_linger: Duration,
 }

@@ -9,8 +9,9 @@ use poem::{Endpoint, EndpointExt, Server};
 
 use crate::{problem, request_log};
 
-/// How long in-flight requests may take to finish after SIGTERM. ECS and App Runner wait 30 s
-/// before SIGKILL; finishing well within that leaves room for our own cleanup.
+/// How long in-flight requests may take to finish once draining begins. App Runner and ECS wait
+/// 30 s after SIGTERM before SIGKILL by default (the private service's task definition raises
+/// it to cover its linger too); finishing well within that leaves room for our own cleanup.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Serves `app` on `addr` with the request log and problem+json errors, until SIGTERM or SIGINT;

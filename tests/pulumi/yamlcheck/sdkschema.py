@@ -310,7 +310,10 @@ def resource(token: str) -> ResourceSchema | None:
     fqn, cls_name = _registered(package)[canonical]
     module = importlib.import_module(fqn)
     cls = getattr(module, cls_name)
-    args_cls = getattr(sys.modules[cls.__module__], f"{cls_name}Args")
+    # The SDK names a resource's inputs `<Name>InitArgs` where a nested type already took `<Name>Args`
+    # (aws:s3:BucketVersioning, whose `BucketVersioningArgs` is an input type of aws:s3:Bucket).
+    resource_module = sys.modules[cls.__module__]
+    args_cls = getattr(resource_module, f"{cls_name}InitArgs", None) or getattr(resource_module, f"{cls_name}Args")
     import pulumi
 
     component = issubclass(cls, pulumi.ComponentResource)

@@ -792,10 +792,10 @@ fn a_contract_names_each_path_a_change_opens_and_the_rules_that_open_it() {
 }
 
 /// ECS sends SIGKILL a task's stopTimeout after SIGTERM: the private service needs its linger
-/// (STOP_LINGER, 15 s by default) and its drain (up to 20 s) within it, in both programs.
+/// (STOP_LINGER, 30 s by default) and its drain (up to 20 s) within it, in both programs.
 #[test]
 fn a_stopping_task_has_time_to_linger_and_drain() {
-    let linger_and_drain = std::time::Duration::from_secs(15 + 20);
+    let linger_and_drain = std::time::Duration::from_secs(30 + 20);
     for topology in [real(), express()] {
         assert!(
             topology.task_stop_timeout > linger_and_drain,
@@ -803,7 +803,7 @@ fn a_stopping_task_has_time_to_linger_and_drain() {
             topology.task_stop_timeout
         );
     }
-    let unset = program_text().replace("            stopTimeout: 45\n", "");
+    let unset = program_text().replace("            stopTimeout: 60\n", "");
     assert_eq!(
         program::from_yaml(&unset).unwrap().task_stop_timeout,
         std::time::Duration::from_secs(30),

@@ -71,6 +71,8 @@ fn run(args: Args) -> Result<()> {
     let mut private_service = ServiceCommand::new(private_service_bin)
         .port(args.private_service_port)
         .env("ECS_CONTAINER_METADATA_URI_V4", metadata.uri_v4())
+        // No resolver caches its address here: Ctrl-C stops it at once.
+        .env("STOP_LINGER", "0s")
         .echo_logs("private-service")
         .spawn()?;
 

@@ -2,7 +2,7 @@
 //! starts and serves `/health` with an environment of only `PORT` and `SSL_CERT_FILE`, from an
 //! empty working directory, as the unprivileged user 65534:65534 (the images' `User`), and
 //! stops cleanly on SIGTERM without writing a file — the private service only after answering
-//! for its default `STOP_LINGER` (15 s) more, while resolvers forget its Cloud Map record.
+//! for its default `STOP_LINGER` (30 s) more, while resolvers forget its Cloud Map record.
 //!
 //! With `FRONTEND_BIN` / `PRIVATE_SERVICE_BIN` pointing at the release builds this checks the
 //! release binaries; otherwise those of this test run's profile.
@@ -21,7 +21,7 @@ const IMAGE_UID: u32 = 65534;
 const IMAGE_GID: u32 = 65534;
 
 /// The private service's default `STOP_LINGER`.
-const PRIVATE_SERVICE_LINGER: Duration = Duration::from_secs(15);
+const PRIVATE_SERVICE_LINGER: Duration = Duration::from_secs(30);
 
 #[test]
 fn frontend_runs_with_only_port_from_an_empty_directory_as_an_unprivileged_user() {
