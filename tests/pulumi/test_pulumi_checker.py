@@ -214,7 +214,7 @@ def test_express_mutation_is_reported(tmp_path: pathlib.Path, name, changes, cod
 
 # ---------------------------------------------------------------- AWS name rules for stack names
 
-# The rule README.md states: lowercase letters, digits and single hyphens, no hyphen first or last, <= 23 chars.
+# The rule pulumi/README.md states: lowercase letters, digits and single hyphens, no hyphen first or last, <= 23 chars.
 GOOD_STACKS = ["dev", "prod-eu", "staging2", "a" * 23, "1st"]
 BAD_STACKS = {
     "my_stack": {"resources.db.properties.finalSnapshotIdentifier"},

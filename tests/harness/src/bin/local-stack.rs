@@ -19,6 +19,10 @@ use harness::{EcsMetadata, Postgres, Service, ServiceCommand, binaries};
 /// cargo in this command's profile (showing cargo's progress; nothing is rebuilt when nothing
 /// changed). PostgreSQL comes from $PG_BIN, $PATH or /usr/lib/postgresql/*/bin
 /// (`apt-get install -y postgresql`).
+///
+/// The frontend's settings (`DB_*`, `TARGET*`, `ECSPRIVATESERVICE_TIMEOUT`, `BLOCKING_THREADS`,
+/// `RUST_LOG`; see `frontend --help`) are passed on from this command's environment, e.g.
+/// `DB_STATEMENT_TIMEOUT=1s local-stack`; the database connection is local-stack's own.
 #[derive(Parser, Debug)]
 #[command(name = "local-stack", version)]
 struct Args {
@@ -44,6 +48,20 @@ fn main() {
         eprintln!("local-stack: {error:#}");
         std::process::exit(1);
     }
+}
+
+/// The frontend's own settings in this command's environment; those set afterwards (the database
+/// connection, the private service's URL) take precedence.
+fn frontend_settings_from_the_environment() -> Vec<(String, String)> {
+    const PREFIXES: [&str; 4] = [
+        "ECSPRIVATESERVICE_TIMEOUT",
+        "BLOCKING_THREADS",
+        "RUST_LOG",
+        "TARGET",
+    ];
+    std::env::vars()
+        .filter(|(name, _)| name.starts_with("DB_") || PREFIXES.iter().any(|p| name.starts_with(p)))
+        .collect()
 }
 
 fn run(args: Args) -> Result<()> {
@@ -78,6 +96,7 @@ fn run(args: Args) -> Result<()> {
 
     let mut frontend = ServiceCommand::new(frontend_bin)
         .port(args.frontend_port)
+        .envs(frontend_settings_from_the_environment())
         .envs([
             ("DB_HOST", pg.host().to_string()),
             ("DB_PORT", pg.port().to_string()),

@@ -1,6 +1,6 @@
 //! The fault-schedule checker (issue 20): seeded random schedules of faults against a steady
 //! load, one verdict over each whole history (see `reliability_tests::faults`). A few seeds run
-//! here; `FAULT_SEEDS=1..=100` runs a sweep (README, "Reliability and security under load").
+//! here; `FAULT_SEEDS=1..=100` runs a sweep (tests/README.md, "Reliability and security under load").
 
 use reliability_tests::faults::{self, Schedule};
 use reliability_tests::one_at_a_time;

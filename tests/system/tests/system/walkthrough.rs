@@ -1,4 +1,4 @@
-//! The README walkthrough, step by step, against the running system.
+//! The walkthrough of crates/frontend/README.md, step by step, against the running system.
 
 use chrono::{DateTime, Utc};
 use harness::ecs_task_metadata_fixture;
