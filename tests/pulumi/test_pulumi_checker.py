@@ -257,6 +257,8 @@ EXPRESS_BAD_STACKS = {
     "prod-": {"resources.db.properties.finalSnapshotIdentifier", "resources.frontend-repo.properties.name",
               "resources.private-service-repo.properties.name"},
     "prod--eu": {"resources.db.properties.finalSnapshotIdentifier"},
+    # final-<stack>-<VPC id>: 64 characters with the longest VPC id, one over CreateDBClusterSnapshot's 63
+    "a" * 36: {"resources.db.properties.finalSnapshotIdentifier"},
 }
 
 

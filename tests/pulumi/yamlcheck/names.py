@@ -2,8 +2,8 @@
 
 Pulumi allows stack names of `[A-Za-z0-9_.-]` (up to 100 characters); AWS allows far less in most names,
 and often only finds out during `pulumi up`, after other resources were created. For every name property
-listed in RULES whose value is a literal or uses only `${pulumi.stack}` / `${pulumi.project}`, the checker
-renders it for each stack name it knows (the stack files beside the program, plus any given) and reports
+listed in RULES whose value is a literal or uses only `${pulumi.stack}` / `${pulumi.project}` and the outputs
+in OUTPUT_SAMPLES, the checker renders it for each stack name it knows (the stack files beside the program, plus any given) and reports
 the names AWS would reject. Sources: the AWS API references of each create call (CreateService,
 CreateVpcConnector, CreateAutoScalingConfiguration, CreateDBCluster, CreateRepository,
 RegisterTaskDefinition, CreateCluster, CreateLogGroup).
@@ -48,9 +48,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("aws:apprunner:service", "serviceName"): Rule(4, 40, APP_RUNNER, _AR),
     ("aws:apprunner:vpcconnector", "vpcConnectorName"): Rule(4, 40, APP_RUNNER, _AR),
     ("aws:apprunner:autoscalingconfigurationversion", "autoScalingConfigurationName"): Rule(4, 32, APP_RUNNER, _AR),
-    # Checked by RDS even with skipFinalSnapshot: true.
+    # Checked by RDS even with skipFinalSnapshot: true. DeleteDBCluster allows 255 characters for it, but
+    # CreateDBClusterSnapshot, which names every other cluster snapshot, 63: the stricter holds.
     ("aws:rds:cluster", "finalSnapshotIdentifier"): Rule(
-        1, 255, RDS_IDENTIFIER, "RDS allows letters, digits and single hyphens, starting with a letter, "
+        1, 63, RDS_IDENTIFIER, "RDS allows letters, digits and single hyphens, starting with a letter, "
                                 "not ending with a hyphen"),
     ("aws:rds:cluster", "clusterIdentifier"): Rule(
         1, 63, RDS_IDENTIFIER, "RDS allows letters, digits and single hyphens, starting with a letter, "
@@ -62,6 +63,12 @@ RULES: dict[tuple[str, str], Rule] = {
     ("aws:ecs:cluster", "name"): Rule(1, 255, ECS_NAME, "ECS allows letters, digits, '-' and '_' only"),
     ("aws:cloudwatch:loggroup", "name"): Rule(1, 512, LOG_GROUP, "CloudWatch Logs allows letters, digits and "
                                                                  "'.-_/#' only"),
+}
+
+
+# Resource outputs a name may carry, as the longest value AWS gives them: names using them are checked with these.
+OUTPUT_SAMPLES: dict[tuple[str, str], str] = {
+    ("awsx:ec2:vpc", "vpcId"): "vpc-0123456789abcdef0",  # vpc- and 17 hexadecimal digits
 }
 
 
