@@ -54,7 +54,8 @@ def check_the_frontends_network_is_released_before_its_group_and_subnets(program
 
 def check_express_roles_and_cluster_outlast_the_teardown(program):
     """ECS deletes the load balancer, target group and security groups with the infrastructure role, after the
-    service's delete has returned: the role and everything else the service uses must still be there."""
+    service's delete has returned, while the tasks drain: the role and everything else the service uses must
+    still be there."""
     resources = program["resources"]
     name, svc = only(resources, "aws:ecs:ExpressGatewayService")
     p = svc["properties"]
@@ -66,8 +67,9 @@ def check_express_roles_and_cluster_outlast_the_teardown(program):
     cluster = ref(p["cluster"]).root
     capacity = {n for n, r in of_type(resources, "aws:ecs:ClusterCapacityProviders").items()
                 if ref(r["properties"]["clusterName"]).root == cluster}
-    assert len(grants) == 3 and capacity
-    assert grants | capacity <= depends_on(resources[wait]), "the teardown wait must run before these are deleted"
+    logs = {ref(c["logGroup"]).root for c in p["primaryContainer"]["awsLogsConfigurations"]}
+    assert len(grants) == 3 and capacity and logs
+    assert grants | capacity | logs <= depends_on(resources[wait]), "the teardown wait must run before these go"
 
 
 def check_apprunner_log_groups_go_after_the_service(program):

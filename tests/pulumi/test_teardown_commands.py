@@ -241,16 +241,18 @@ def test_the_wait_gives_up_with_what_is_left_and_what_to_do(aws_env, running):
     assert "run pulumi destroy again once these are gone" in stderr
 
 
-def test_the_wait_fails_when_aws_cannot_be_asked(aws_env, running):
-    program = load("express")
+@pytest.mark.parametrize("variant,command", [("express", "frontend-teardown-finished"),
+                                             ("apprunner", "apprunner-log-groups-removal")])
+def test_a_command_that_cannot_ask_aws_fails(aws_env, running, variant, command):
+    """Never "released", never a clean exit that leaves log groups billed: destroy stops and says why."""
+    program = load(variant)
     values = {"aws:region": REGION, "vpc.vpcId": "vpc-0123456789abcdef0", "vpc.publicSubnetIds": ["subnet-1"],
-              "frontend-sg.id": "sg-1"}
+              "frontend-sg.id": "sg-1", "pulumi.stack": "dev"}
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{s.getsockname()[1]}"
-    env = aws_env | command_env(program, "frontend-teardown-finished", values) | {
-        "AWS_ENDPOINT_URL": closed, "AWS_MAX_ATTEMPTS": "1"}
-    code, stderr = running(delete_script(program, "frontend-teardown-finished"), env).result(within=60)
+    env = aws_env | command_env(program, command, values) | {"AWS_ENDPOINT_URL": closed, "AWS_MAX_ATTEMPTS": "1"}
+    code, stderr = running(delete_script(program, command), env).result(within=60)
     assert code != 0 and "released" not in stderr
     assert "Could not connect to the endpoint URL" in stderr
 

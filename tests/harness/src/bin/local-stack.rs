@@ -36,9 +36,9 @@ struct Args {
 
     /// Run the system in the VPC twin instead (root only): network namespaces for the internet,
     /// App Runner, Aurora and each task, the security groups of pulumi/Pulumi.yaml (or
-    /// $PULUMI_PROGRAM) as nftables rules, dnsmasq as the VPC resolver, a NAT host. Prints the
-    /// topology, the reachability matrix and how to reach the service from the `internet`
-    /// namespace. The port options do not apply.
+    /// $PULUMI_PROGRAM) as nftables rules, a caching VPC resolver (Unbound in front of dnsmasq),
+    /// a NAT host. Prints the topology, the reachability matrix and how to reach the service from
+    /// the `internet` namespace. The port options do not apply.
     #[arg(long, conflicts_with_all = ["frontend_port", "private_service_port"])]
     vpc: bool,
 }
