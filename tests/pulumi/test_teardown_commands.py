@@ -153,6 +153,19 @@ class Running:
         return self.process.returncode, "".join(self.lines)
 
 
+# variant -> the command waiting for the frontend's network, and the outputs its environment names
+WAITS = {"express": ("frontend-teardown-finished", "vpc.publicSubnetIds", "frontend-sg.id"),
+         "apprunner": ("connector-network-released", "vpc.privateSubnetIds", "connector-sg.id")}
+
+
+def start_wait(running, aws_env, variant, vpc: Vpc, group: str, **overrides) -> Running:
+    """The program's wait for the frontend's network, as destroy runs it, watching this VPC and group."""
+    program = load(variant)
+    command, subnets, group_output = WAITS[variant]
+    values = {"aws:region": REGION, "vpc.vpcId": vpc.id, subnets: vpc.subnets, group_output: group}
+    return running(delete_script(program, command), aws_env | command_env(program, command, values, **overrides))
+
+
 @pytest.fixture
 def running():
     started = []
@@ -169,7 +182,6 @@ def running():
 
 
 def test_express_destroy_waits_until_ecs_has_torn_the_frontend_down(aws_env, running):
-    program = load("express")
     vpc = Vpc(aws_env, "10.1")
     frontend_sg = vpc.group("frontend-sg")
     managed_sg = vpc.group("express-service-sg", "{Key=AmazonECSManaged,Value=true}")
@@ -182,10 +194,7 @@ def test_express_destroy_waits_until_ecs_has_torn_the_frontend_down(aws_env, run
     task = vpc.interface(vpc.subnets[0], frontend_sg, "arn:aws:ecs:us-east-1:123456789012:attachment/0f3c")
     lb_node = vpc.interface(vpc.subnets[1], lb_sg, f"ELB app/ecs-express-gateway-alb-1a2b3c4d/{lb[-16:]}")
     vpc.interface(vpc.subnets[0], vpc.group("nat-like"), "Interface for NAT Gateway nat-0123456789abcdef0")
-    values = {"aws:region": REGION, "vpc.vpcId": vpc.id, "vpc.publicSubnetIds": vpc.subnets,
-              "frontend-sg.id": frontend_sg}
-    env = aws_env | command_env(program, "frontend-teardown-finished", values)
-    wait = running(delete_script(program, "frontend-teardown-finished"), env)
+    wait = start_wait(running, aws_env, "express", vpc, frontend_sg)
 
     # ECS takes the pieces down one after another; each is counted, and until the last is gone destroy waits.
     what = "the Express frontend's tasks, load balancer and security groups"
@@ -206,16 +215,12 @@ def test_express_destroy_waits_until_ecs_has_torn_the_frontend_down(aws_env, run
 
 
 def test_apprunner_destroy_waits_for_the_connectors_interfaces_only(aws_env, running):
-    program = load("apprunner")
     vpc = Vpc(aws_env, "10.2")
     connector_sg = vpc.group("connector-sg")
     hyperplane = [vpc.interface(subnet, connector_sg) for subnet in vpc.subnets]
     vpc.interface(vpc.subnets[0], vpc.group("private-service-sg"), "arn:aws:ecs:us-east-1:123456789012:attachment/1")
     vpc.interface(vpc.subnets[1], vpc.group("db-sg"), "RDSNetworkInterface")
-    values = {"aws:region": REGION, "vpc.vpcId": vpc.id, "vpc.privateSubnetIds": vpc.subnets,
-              "connector-sg.id": connector_sg}
-    env = aws_env | command_env(program, "connector-network-released", values)
-    wait = running(delete_script(program, "connector-network-released"), env)
+    wait = start_wait(running, aws_env, "apprunner", vpc, connector_sg)
     what = "the App Runner VPC connector's network interfaces"
     assert wait.next_round() == waiting(what, 0, 0, 2, 0)
     vpc.delete_interface(hyperplane[0])
@@ -227,14 +232,10 @@ def test_apprunner_destroy_waits_for_the_connectors_interfaces_only(aws_env, run
 
 
 def test_the_wait_gives_up_with_what_is_left_and_what_to_do(aws_env, running):
-    program = load("apprunner")
     vpc = Vpc(aws_env, "10.3")
     connector_sg = vpc.group("connector-sg")
     vpc.interface(vpc.subnets[0], connector_sg)
-    values = {"aws:region": REGION, "vpc.vpcId": vpc.id, "vpc.privateSubnetIds": vpc.subnets,
-              "connector-sg.id": connector_sg}
-    env = aws_env | command_env(program, "connector-network-released", values, WAIT_SECONDS="3")
-    code, stderr = running(delete_script(program, "connector-network-released"), env).result(within=30)
+    code, stderr = start_wait(running, aws_env, "apprunner", vpc, connector_sg, WAIT_SECONDS="3").result(within=30)
     assert code == 1
     assert (f"still in {vpc.id} after 3 s (load balancers 0, target groups 0, network interfaces 1, "
             "ECS-managed security groups 0)") in stderr
