@@ -3,8 +3,8 @@
 Pulumi allows stack names of `[A-Za-z0-9_.-]` (up to 100 characters); AWS allows far less in most names,
 and often only finds out during `pulumi up`, after other resources were created. For every name property
 listed in RULES whose value is a literal or uses only `${pulumi.stack}` / `${pulumi.project}` and the outputs
-in OUTPUT_SAMPLES, the checker renders it for each stack name it knows (the stack files beside the program, plus any given) and reports
-the names AWS would reject. Sources: the AWS API references of each create call (CreateService,
+in OUTPUT_SAMPLES, the checker renders it for each stack name it knows (the stack files beside the program,
+plus any given) and reports the names AWS would reject. Sources: the AWS API references of each create call (CreateService,
 CreateVpcConnector, CreateAutoScalingConfiguration, CreateDBCluster, CreateRepository,
 RegisterTaskDefinition, CreateCluster, CreateLogGroup).
 """

@@ -319,20 +319,21 @@ class Checker:
                     continue
                 parts, error = parse_interpolation(value)
                 refs = [p for p in parts if isinstance(p, Ref)]
-                if error or any(r.root != "pulumi" and self._output_sample(r) is None
-                                or r.root == "pulumi" and r.accessors not in (("stack",), ("project",)) for r in refs):
+                if error or any(self._rendered(r, "stack", project) is None for r in refs):
                     continue  # depends on something only a deployment knows
                 for stack in self.stack_names if refs else [None]:
-                    rendered = "".join(p if isinstance(p, str) else stack if p.accessors == ("stack",)
-                                       else project if p.root == "pulumi" else self._output_sample(p)
-                                       for p in parts)
+                    rendered = "".join(p if isinstance(p, str) else self._rendered(p, stack, project) for p in parts)
                     problem = rule.problem(rendered)
                     if problem:
                         where = f" for stack {stack!r}" if stack is not None else ""
                         self.err("aws-name", f"resources.{name}.properties.{prop}",
                                  f"{prop} would be {rendered!r}{where}: {problem}")
 
-    def _output_sample(self, ref: Ref) -> str | None:
+    def _rendered(self, ref: Ref, stack: str, project: str) -> str | None:
+        """What a reference in a name stands for: the stack or project name, or the longest value of a resource
+        output listed in OUTPUT_SAMPLES; None for anything else."""
+        if ref.root == "pulumi":
+            return {("stack",): stack, ("project",): project}.get(ref.accessors)
         res = self.resources.get(ref.root)
         kind = res.get("type") if isinstance(res, dict) else None
         if not isinstance(kind, str) or len(ref.accessors) != 1:
