@@ -114,3 +114,54 @@ fn a_second_start_compiles_nothing() {
         compiled.join("\n")
     );
 }
+
+#[test]
+fn the_frontends_settings_reach_it_from_local_stacks_environment() {
+    // An invalid value shows that the setting arrived: the frontend refuses to start, naming it,
+    // and local-stack stops with its output instead of serving the defaults.
+    let mut child = cargo_as_from_a_shell()
+        .current_dir(workspace_root())
+        .env("DB_STATEMENT_TIMEOUT", "soon")
+        .args(["run", "--release", "-p", "harness", "--bin", "local-stack", "--"])
+        .args(["--frontend-port", &free_port().expect("a free port").to_string()])
+        .args([
+            "--private-service-port",
+            &free_port().expect("a free port").to_string(),
+        ])
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cargo starts");
+    let mut stderr = child.stderr.take().expect("piped");
+    let stderr_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    // A cold release build on two cores takes minutes; then the frontend fails at once.
+    let deadline = Instant::now() + Duration::from_secs(20 * 60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("local-stack's status") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let group = Pid::from_raw(i32::try_from(child.id()).expect("a pid"));
+            let _ = killpg(group, Signal::SIGINT);
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let stderr = stderr_reader.join().expect("stderr reader");
+    assert!(
+        status.is_some_and(|status| !status.success()),
+        "local-stack kept serving with DB_STATEMENT_TIMEOUT=soon:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("local-stack: frontend did not become healthy")
+            && stderr.contains("invalid value 'soon' for '--db-statement-timeout"),
+        "{stderr}"
+    );
+}
