@@ -122,6 +122,33 @@ def deploy_problems(name, workflow):
     return found
 
 
+# Actions that download and run code no SHA pins: magic-nix-cache fetches its daemon from
+# install.determinate.systems and starts it with the job's environment, OIDC request token included;
+# install-nix-action runs Nix's installer from releases.nixos.org.
+FETCHES_AT_RUN_TIME = ("DeterminateSystems/magic-nix-cache-action@", "cachix/install-nix-action@")
+PULUMI_PIN = re.compile(r"^pulumi==(\S+)$", re.M)
+
+
+def token_exposure_problems(name, workflow):
+    """A job that can mint an OIDC token for an AWS role runs nothing fetched unpinned at run time."""
+    found = []
+    for job_name, job in workflow["jobs"].items():
+        if (job.get("permissions") or {}).get("id-token") != "write":
+            continue
+        for step in job.get("steps", []):
+            if step.get("uses", "").startswith(FETCHES_AT_RUN_TIME):
+                found.append(f"{name}/{job_name}: {step['uses'].split('@')[0]} runs beside the OIDC token")
+    return found
+
+
+def pulumi_version_problems(name, workflow):
+    """Every Pulumi run uses the CLI version the offline checks pin (pulumi/actions would take any ^3)."""
+    pinned = PULUMI_PIN.search((ROOT / "tests" / "pulumi" / "requirements.txt").read_text()).group(1)
+    return [f"{name}/{job_name}: pulumi-version is not {pinned}" for job_name, _, step in steps(workflow)
+            if step.get("uses", "").startswith("pulumi/actions@")
+            and str(step.get("with", {}).get("pulumi-version")) != pinned]
+
+
 def all_problems(files):
     found = []
     for name, (text, workflow) in files.items():
@@ -129,6 +156,8 @@ def all_problems(files):
         found += permission_problems(name, workflow)
         found += credential_problems(name, workflow)
         found += deploy_problems(name, workflow)
+        found += token_exposure_problems(name, workflow)
+        found += pulumi_version_problems(name, workflow)
     return found
 
 
@@ -191,6 +220,19 @@ def test_the_invariants_bite():
         "ci.yml/deploy (up): not limited to a push to main",
         "ci.yml/deploy (up): not in an environment a reviewer can guard",
     ]
+
+    def nix_cache_beside_the_token(files):
+        cache = first_step(files, "preview.yml", "images", "DeterminateSystems/magic-nix-cache-action@")
+        files["ci.yml"][1]["jobs"]["deploy"]["steps"].insert(1, copy.deepcopy(cache))
+
+    assert mutated(nix_cache_beside_the_token) == [
+        "ci.yml/deploy: DeterminateSystems/magic-nix-cache-action runs beside the OIDC token"
+    ]
+
+    def any_pulumi(files):
+        del first_step(files, "preview.yml", "preview", "pulumi/actions@")["with"]["pulumi-version"]
+
+    assert mutated(any_pulumi) == ["preview.yml/preview: pulumi-version is not 3.272.0"]
 
 
 # ---------------------------------------------------------------- zizmor, shellcheck

@@ -1,8 +1,8 @@
 """The pipeline's AWS side (pulumi/ci): what the workflows assume, made once from a laptop.
 
 The offline checker finds nothing in it; each role trusts GitHub's tokens only for STS (`aud`) and only for this
-repository's one environment the workflows name (`sub`, exact match); the preview role reads and writes nothing but
-the state; the state bucket is versioned, private, encrypted with the stacks' key and protected; the outputs are the
+repository's one environment the workflows name (`sub`, exact match); GitHub's provider is for STS only and outlives
+the stack; the preview role reads the state and writes nothing; the state bucket is versioned, private, encrypted with the stacks' key and protected; the outputs are the
 variables the workflows read. Mutations show each check bites.
 """
 
@@ -117,31 +117,44 @@ def preview_grants(program):
     return inline[0]["properties"]["policy"]["fn::toJSON"]["Statement"]
 
 
+# What a preview needs of the state backend: list and read the state, decrypt its secrets (the S3 backend takes
+# no lock for a preview and saves nothing).
+PREVIEW_NEEDS = {"s3:ListBucket", "s3:GetObject", "kms:Decrypt"}
+
+
 def write_problems(program):
-    """The preview role writes nothing but the stack's lock: a pull request's workflow must not be able to rewrite
-    the state the next deploy acts on."""
+    """The preview role writes nothing: a pull request's workflow must neither rewrite the state the next deploy
+    acts on nor leave a lock that stops it."""
     found = []
     for grant in preview_grants(program):
         actions = grant["Action"] if isinstance(grant["Action"], list) else [grant["Action"]]
-        for action in actions:
-            if "*" in action or not action.startswith(("s3:", "kms:")):
-                found.append(f"{action} on {grant['Resource']}")
-            elif action in ("s3:PutObject", "s3:DeleteObject") and grant["Resource"] != "${state-bucket.arn}/.pulumi/locks/*":
-                found.append(f"{action} on {grant['Resource']}")
+        found += [f"{action} on {grant['Resource']}" for action in actions if action not in PREVIEW_NEEDS]
     return found
 
 
-def test_the_preview_role_writes_nothing_but_the_lock():
+def test_the_preview_role_writes_nothing():
     program = load()
     attached = [r["properties"]["policyArn"] for r in program["resources"].values()
                 if r["type"] == "aws:iam:RolePolicyAttachment" and r["properties"]["role"] == "${preview-role.name}"]
     assert attached == ["arn:aws:iam::aws:policy/ReadOnlyAccess"]
     assert write_problems(program) == []
-    widened = copy.deepcopy(program)
-    for grant in preview_grants(widened):
-        if grant["Resource"] == "${state-bucket.arn}/.pulumi/locks/*":
-            grant["Resource"] = "${state-bucket.arn}/*"
-    assert write_problems(widened) == ["s3:PutObject on ${state-bucket.arn}/*", "s3:DeleteObject on ${state-bucket.arn}/*"]
+    lock_writes = copy.deepcopy(program)
+    preview_grants(lock_writes).append({"Effect": "Allow", "Action": ["s3:PutObject", "s3:DeleteObject"],
+                                        "Resource": "${state-bucket.arn}/.pulumi/locks/*"})
+    assert write_problems(lock_writes) == ["s3:PutObject on ${state-bucket.arn}/.pulumi/locks/*",
+                                           "s3:DeleteObject on ${state-bucket.arn}/.pulumi/locks/*"]
+    encrypts = copy.deepcopy(program)
+    preview_grants(encrypts)[-1]["Action"] = ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert write_problems(encrypts) == ["kms:GenerateDataKey on ${state-key.arn}"]
+
+
+def test_githubs_provider_is_for_sts_and_outlives_the_stack():
+    """GitHub's issuer, STS the only audience; other GitHub roles of the account may trust the one provider an
+    account can have for that URL, so destroying this stack must not delete it."""
+    provider = load()["resources"]["github-oidc"]
+    assert provider["properties"] == {"url": "https://token.actions.githubusercontent.com",
+                                      "clientIdLists": ["sts.amazonaws.com"]}
+    assert provider["options"]["retainOnDelete"] is True
 
 
 def test_the_state_bucket_and_key_are_versioned_private_encrypted_and_protected():
